@@ -1,0 +1,128 @@
+// Package vecmath holds the distance kernels of the HNSW engine.
+//
+// Vectors are stored in LMDB as raw little-endian bytes and are read in place, so their float
+// data is usually not 4-byte aligned. Every kernel therefore takes []byte, never []float32, and
+// the assembly kernels use unaligned loads only.
+//
+// # Lengths
+//
+// A kernel works on n = min(len(a), len(b)) bytes rounded down to a whole element: 4 bytes for
+// the float kernels (Dot, SquaredL2, L1). XorPopcount counts whole 8-byte words and then any
+// remaining tail bytes one by one. Bytes beyond n are ignored and never read, whatever the
+// lengths, so corrupt or truncated data cannot make a kernel read out of bounds. Empty input
+// gives 0.
+//
+// # Implementations
+//
+// The implementation is chosen once, at package initialisation:
+//
+//   - "avx2+fma": Go assembly for amd64 with AVX2 and FMA (four independent 8-lane accumulators,
+//     32 floats per iteration, then 8-float steps, then a scalar tail);
+//   - "generic": portable Go with four scalar accumulators, used on other architectures, on
+//     amd64 CPUs without AVX2/FMA, and whenever the package is built with the purego tag.
+//
+// XorPopcount uses the POPCNT instruction on amd64 whenever the CPU has it, independently of
+// the float kernels; otherwise it uses math/bits.
+//
+// The CPU features are read with golang.org/x/sys/cpu, which honours GODEBUG: running a program
+// (or a test) with GODEBUG=cpu.avx2=off (or cpu.fma=off) forces the generic float kernels, and
+// GODEBUG=cpu.popcnt=off the portable XorPopcount. Building with -tags purego removes the
+// assembly altogether.
+//
+// # Determinism
+//
+// For a given implementation, the float kernels always sum in the same order, so the same
+// inputs give the same bits. The two implementations sum in different orders (and the assembly
+// fuses multiply-adds), so their results may differ in the last bits. The generic kernels round
+// every product before adding it (no fused multiply-add), so they give the same bits on every
+// architecture.
+package vecmath
+
+import (
+	"encoding/binary"
+	"math"
+	"slices"
+)
+
+// The kernels in use, chosen by init (see selectKernels in the platform files).
+var (
+	dotImpl         = dotGeneric
+	squaredL2Impl   = squaredL2Generic
+	l1Impl          = l1Generic
+	xorPopcountImpl = xorPopcountGeneric
+	implName        = "generic"
+)
+
+// kernelSet is one implementation of the float kernels (and its XorPopcount).
+type kernelSet struct {
+	name        string
+	dot         func(a, b []byte) float32
+	squaredL2   func(a, b []byte) float32
+	l1          func(a, b []byte) float32
+	xorPopcount func(a, b []byte) uint64
+	xorName     string // "popcnt" or "generic": XorPopcount is chosen independently
+}
+
+var genericKernels = kernelSet{
+	name:        "generic",
+	dot:         dotGeneric,
+	squaredL2:   squaredL2Generic,
+	l1:          l1Generic,
+	xorPopcount: xorPopcountGeneric,
+	xorName:     "generic",
+}
+
+func init() {
+	k := selectKernels()
+	dotImpl = k.dot
+	squaredL2Impl = k.squaredL2
+	l1Impl = k.l1
+	xorPopcountImpl = k.xorPopcount
+	implName = k.name
+}
+
+// Dot returns Σ a[i]*b[i] over the float32 little-endian values in a and b.
+//
+// It uses n = min(len(a), len(b)) bytes rounded down to a multiple of 4; empty input gives 0.
+func Dot(a, b []byte) float32 { return dotImpl(a, b) }
+
+// SquaredL2 returns Σ (a[i]-b[i])² over the float32 little-endian values in a and b.
+//
+// It uses n = min(len(a), len(b)) bytes rounded down to a multiple of 4; empty input gives 0.
+func SquaredL2(a, b []byte) float32 { return squaredL2Impl(a, b) }
+
+// L1 returns Σ |a[i]-b[i]| over the float32 little-endian values in a and b.
+//
+// It uses n = min(len(a), len(b)) bytes rounded down to a multiple of 4; empty input gives 0.
+func L1(a, b []byte) float32 { return l1Impl(a, b) }
+
+// XorPopcount returns the number of differing bits between a and b (binary vectors packed in
+// little-endian u64 words).
+//
+// It compares n = min(len(a), len(b)) bytes: whole 8-byte words first, then any remaining tail
+// bytes one by one. Empty input gives 0.
+func XorPopcount(a, b []byte) uint64 { return xorPopcountImpl(a, b) }
+
+// Impl names the implementation of the float kernels chosen at start-up: "avx2+fma" or
+// "generic".
+func Impl() string { return implName }
+
+// F32Bytes appends the little-endian encoding of v to dst and returns the extended slice.
+func F32Bytes(dst []byte, v []float32) []byte {
+	dst = slices.Grow(dst, 4*len(v))
+	for _, f := range v {
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(f))
+	}
+	return dst
+}
+
+// DecodeF32 appends to dst the float32 values little-endian encoded in b and returns the
+// extended slice. Trailing bytes that do not make a whole 4-byte value are ignored.
+func DecodeF32(dst []float32, b []byte) []float32 {
+	n := len(b) / 4
+	dst = slices.Grow(dst, n)
+	for i := range n {
+		dst = append(dst, math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])))
+	}
+	return dst
+}

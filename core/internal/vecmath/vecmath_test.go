@@ -1,0 +1,461 @@
+package vecmath
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"testing"
+)
+
+// impls lists every kernel set to test: the portable one, the accelerated ones this CPU can
+// run, and the exported functions (whatever init chose).
+func impls() []kernelSet {
+	exported := kernelSet{
+		name:        "exported(" + Impl() + ")",
+		dot:         Dot,
+		squaredL2:   SquaredL2,
+		l1:          L1,
+		xorPopcount: XorPopcount,
+		xorName:     "exported",
+	}
+	return append(append([]kernelSet{genericKernels}, simdKernels()...), exported)
+}
+
+// floatKernel is one float kernel of a set with its float64 reference.
+type floatKernel struct {
+	name string
+	fn   func(a, b []byte) float32
+	// ref returns the exact-ish value and Σ|terms| (for the tolerance).
+	ref func(a, b []float32) (val, mag float64)
+}
+
+func floatKernels(k kernelSet) []floatKernel {
+	return []floatKernel{
+		{"Dot", k.dot, refDot},
+		{"SquaredL2", k.squaredL2, refSquaredL2},
+		{"L1", k.l1, refL1},
+	}
+}
+
+func refDot(a, b []float32) (val, mag float64) {
+	for i := range min(len(a), len(b)) {
+		p := float64(a[i]) * float64(b[i])
+		val += p
+		mag += math.Abs(p)
+	}
+	return val, mag
+}
+
+func refSquaredL2(a, b []float32) (val, mag float64) {
+	for i := range min(len(a), len(b)) {
+		d := float64(a[i]) - float64(b[i])
+		val += d * d
+	}
+	return val, val
+}
+
+func refL1(a, b []float32) (val, mag float64) {
+	for i := range min(len(a), len(b)) {
+		val += math.Abs(float64(a[i]) - float64(b[i]))
+	}
+	return val, val
+}
+
+func refXorPopcount(a, b []byte) uint64 {
+	var n uint64
+	for i := range min(len(a), len(b)) {
+		n += uint64(bits.OnesCount8(a[i] ^ b[i]))
+	}
+	return n
+}
+
+// tolerance bounds the float32 summation error of any of the kernels over n elements whose
+// terms have magnitude sum mag: recursive summation along chains of at most n/4 + 16 additions
+// (generic: n/4 per accumulator plus tail and combination; avx2: fewer), each rounding by at
+// most 2^-24, plus the rounding of each difference and product (3 units for squared L2).
+func tolerance(n int, mag float64) float64 {
+	return float64(n/4+20) * 0x1p-24 * mag
+}
+
+func randFloats(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.Float64()*2 - 1)
+	}
+	return v
+}
+
+// unaligned returns the encoding of v starting at byte offset off of a fresh buffer, so that
+// the data is misaligned by off (mod 4) like values read in place from LMDB. The capacity ends
+// with the data.
+func unaligned(v []float32, off int) []byte {
+	buf := make([]byte, off, off+4*len(v))
+	buf = F32Bytes(buf, v)
+	return buf[off:len(buf):len(buf)]
+}
+
+var testLengths = func() []int {
+	var l []int
+	for n := 0; n <= 70; n++ {
+		l = append(l, n)
+	}
+	return append(l, 127, 128, 129, 384, 768, 784, 1536)
+}()
+
+func TestFloatKernelsAgainstFloat64(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, n := range testLengths {
+		va, vb := randFloats(r, n), randFloats(r, n)
+		for _, off := range []int{0, 1, 2, 3} {
+			a, b := unaligned(va, off), unaligned(vb, (off+1)%4)
+			for _, k := range impls() {
+				for _, fk := range floatKernels(k) {
+					want, mag := fk.ref(va, vb)
+					got := fk.fn(a, b)
+					if d := math.Abs(float64(got) - want); d > tolerance(n, mag) || math.IsNaN(d) {
+						t.Errorf("%s %s n=%d off=%d: got %v, want %v (diff %g > tol %g)",
+							k.name, fk.name, n, off, got, want, d, tolerance(n, mag))
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestDeterministic checks that a kernel gives the same bits for the same values, called
+// again or with the data at another alignment.
+func TestDeterministic(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{7, 33, 129, 768, 1536} {
+		va, vb := randFloats(r, n), randFloats(r, n)
+		for _, k := range impls() {
+			for _, fk := range floatKernels(k) {
+				first := math.Float32bits(fk.fn(unaligned(va, 0), unaligned(vb, 0)))
+				for off := range 4 {
+					for range 2 {
+						got := math.Float32bits(fk.fn(unaligned(va, off), unaligned(vb, 3-off)))
+						if got != first {
+							t.Fatalf("%s %s n=%d off=%d: bits %#x, first call gave %#x",
+								k.name, fk.name, n, off, got, first)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestSIMDMatchesGeneric compares the accelerated kernels with the portable ones directly.
+func TestSIMDMatchesGeneric(t *testing.T) {
+	simd := simdKernels()
+	if len(simd) == 0 {
+		t.Skipf("no accelerated kernels in this build or on this CPU (GOARCH=%s)", runtime.GOARCH)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	gen := floatKernels(genericKernels)
+	for _, k := range simd {
+		t.Logf("testing %s (XorPopcount: %s) against generic", k.name, k.xorName)
+		for _, n := range testLengths {
+			va, vb := randFloats(r, n), randFloats(r, n)
+			a, b := unaligned(va, 1), unaligned(vb, 3)
+			for i, fk := range floatKernels(k) {
+				_, mag := fk.ref(va, vb)
+				got, want := fk.fn(a, b), gen[i].fn(a, b)
+				if d := math.Abs(float64(got) - float64(want)); d > 2*tolerance(n, mag) || math.IsNaN(d) {
+					t.Errorf("%s %s n=%d: simd %v, generic %v", k.name, fk.name, n, got, want)
+				}
+			}
+			// Raw random bytes for the bit kernel.
+			ra, rb := make([]byte, 4*n+3), make([]byte, 4*n+3)
+			fillRand(r, ra)
+			fillRand(r, rb)
+			for _, off := range []int{0, 1, 2, 3} {
+				if got, want := k.xorPopcount(ra[off:], rb[3-off:]), xorPopcountGeneric(ra[off:], rb[3-off:]); got != want {
+					t.Errorf("%s XorPopcount len=%d off=%d: simd %d, generic %d", k.name, 4*n+3, off, got, want)
+				}
+			}
+		}
+	}
+}
+
+func fillRand(r *rand.Rand, b []byte) {
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+}
+
+// TestExactIntegers checks exact results on small integer vectors, whose sums are exact in
+// float32 in any order.
+func TestExactIntegers(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range testLengths {
+		va, vb := make([]float32, n), make([]float32, n)
+		var dot, l2, l1 int64
+		for i := range n {
+			x, y := int64(r.IntN(17)-8), int64(r.IntN(17)-8)
+			va[i], vb[i] = float32(x), float32(y)
+			dot += x * y
+			l2 += (x - y) * (x - y)
+			l1 += max(x-y, y-x)
+		}
+		want := map[string]float32{"Dot": float32(dot), "SquaredL2": float32(l2), "L1": float32(l1)}
+		for _, off := range []int{0, 1, 2, 3} {
+			a, b := unaligned(va, off), unaligned(vb, 3-off)
+			for _, k := range impls() {
+				for _, fk := range floatKernels(k) {
+					if got := fk.fn(a, b); got != want[fk.name] {
+						t.Errorf("%s %s n=%d off=%d: got %v, want exactly %v", k.name, fk.name, n, off, got, want[fk.name])
+					}
+				}
+			}
+		}
+	}
+	// A hand-checked case.
+	a := F32Bytes(nil, []float32{1, 2, 3, 4, 5})
+	b := F32Bytes(nil, []float32{2, 0, -1, 4, 1})
+	for _, k := range impls() {
+		if got := k.dot(a, b); got != 1*2+0-3+16+5 {
+			t.Errorf("%s Dot = %v, want 20", k.name, got)
+		}
+		if got := k.squaredL2(a, b); got != 1+4+16+0+16 {
+			t.Errorf("%s SquaredL2 = %v, want 37", k.name, got)
+		}
+		if got := k.l1(a, b); got != 1+2+4+0+4 {
+			t.Errorf("%s L1 = %v, want 11", k.name, got)
+		}
+	}
+}
+
+// TestLengths checks mismatched lengths and odd byte counts: no panic, and the kernels use
+// the common length rounded down to whole elements. Every byte past that point (inside the
+// slices and in their spare capacity) is poison, NaN for the float kernels and differing bits
+// for XorPopcount, so a kernel that read it would give a wrong result.
+func TestLengths(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	const maxLen = 150
+	va, vb := make([]float32, maxLen/4+1), make([]float32, maxLen/4+1)
+	for i := range va {
+		va[i], vb[i] = float32(r.IntN(9)-4), float32(r.IntN(9)-4)
+	}
+	lens := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 32, 33, 35, 63, 64, 65, 127, 128, 129, 131, 132, 133, 147, 150}
+	for _, la := range lens {
+		for _, lb := range lens {
+			n := min(la, lb) &^ 3
+			m := n / 4
+			for _, k := range impls() {
+				for _, fk := range floatKernels(k) {
+					a := poisoned(F32Bytes(nil, va), n, la, 0xff)
+					b := poisoned(F32Bytes(nil, vb), n, lb, 0xff)
+					want, _ := fk.ref(va[:m], vb[:m])
+					if got := fk.fn(a, b); float64(got) != want {
+						t.Errorf("%s %s len(a)=%d len(b)=%d: got %v, want %v", k.name, fk.name, la, lb, got, want)
+					}
+				}
+				// XorPopcount counts every common byte, tail bytes included.
+				ra, rb := make([]byte, maxLen), make([]byte, maxLen)
+				fillRand(r, ra)
+				fillRand(r, rb)
+				nb := min(la, lb)
+				want := refXorPopcount(ra[:nb], rb[:nb])
+				a, b := poisoned(ra, nb, la, 0xff), poisoned(rb, nb, lb, 0x00)
+				if got := k.xorPopcount(a, b); got != want {
+					t.Errorf("%s XorPopcount len(a)=%d len(b)=%d: got %d, want %d", k.name, la, lb, got, want)
+				}
+			}
+		}
+	}
+	for _, k := range impls() {
+		for _, fk := range floatKernels(k) {
+			if got := fk.fn(nil, nil); got != 0 {
+				t.Errorf("%s %s(nil, nil) = %v", k.name, fk.name, got)
+			}
+			if got := fk.fn(F32Bytes(nil, []float32{1, 2}), nil); got != 0 {
+				t.Errorf("%s %s(x, nil) = %v", k.name, fk.name, got)
+			}
+		}
+		if got := k.xorPopcount(nil, []byte{0xff}); got != 0 {
+			t.Errorf("%s XorPopcount(nil, x) = %d", k.name, got)
+		}
+	}
+}
+
+// poisoned returns a copy of src[:length] (zero-extended if src is shorter) in a buffer
+// with 64 bytes of spare capacity, where every byte from index valid on (in the slice and in
+// the spare capacity) is set to poison.
+func poisoned(src []byte, valid, length int, poison byte) []byte {
+	buf := make([]byte, length+64)
+	copy(buf, src[:min(len(src), length)])
+	for i := valid; i < len(buf); i++ {
+		buf[i] = poison
+	}
+	return buf[:length]
+}
+
+func TestXorPopcount(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	var lens []int
+	for n := 0; n <= 80; n++ {
+		lens = append(lens, n)
+	}
+	// 128, 384, 768, 1536 and 16384 bits, and neighbours.
+	lens = append(lens, 16, 48, 96, 192, 2048, 2047, 2049, 2055)
+	for _, n := range lens {
+		ra, rb := make([]byte, n+3), make([]byte, n+3)
+		fillRand(r, ra)
+		fillRand(r, rb)
+		for _, off := range []int{0, 1, 2, 3} {
+			a, b := ra[off:off+n], rb[3-off:3-off+n]
+			want := refXorPopcount(a, b)
+			for _, k := range impls() {
+				if got := k.xorPopcount(a, b); got != want {
+					t.Errorf("%s/%s XorPopcount n=%d off=%d: got %d, want %d", k.name, k.xorName, n, off, got, want)
+				}
+			}
+		}
+	}
+	// All bits differ.
+	ones, zeros := slices.Repeat([]byte{0xff}, 2051), make([]byte, 2051)
+	for _, k := range impls() {
+		if got := k.xorPopcount(ones, zeros); got != 8*2051 {
+			t.Errorf("%s XorPopcount(ones, zeros) = %d, want %d", k.name, got, 8*2051)
+		}
+		if got := k.xorPopcount(ones, ones); got != 0 {
+			t.Errorf("%s XorPopcount(ones, ones) = %d, want 0", k.name, got)
+		}
+	}
+}
+
+func TestF32BytesDecodeF32(t *testing.T) {
+	v := []float32{0, -0, 1, -1.5, math.MaxFloat32, math.SmallestNonzeroFloat32, float32(math.Inf(-1)), 3.25}
+	b := F32Bytes([]byte{9}, v)
+	if len(b) != 1+4*len(v) || b[0] != 9 {
+		t.Fatalf("F32Bytes did not append: len %d, first byte %d", len(b), b[0])
+	}
+	if got := b[1+4*2 : 1+4*3]; !slices.Equal(got, []byte{0x00, 0x00, 0x80, 0x3f}) {
+		t.Errorf("encoding of 1.0 = % x, want 00 00 80 3f (little-endian)", got)
+	}
+	// Decode from an odd offset, with two trailing bytes that make no whole value.
+	d := DecodeF32([]float32{42}, append(b[1:], 0xaa, 0xbb))
+	if len(d) != 1+len(v) || d[0] != 42 {
+		t.Fatalf("DecodeF32 did not append: %v", d)
+	}
+	for i := range v {
+		if math.Float32bits(d[1+i]) != math.Float32bits(v[i]) {
+			t.Errorf("value %d: got %v, want %v", i, d[1+i], v[i])
+		}
+	}
+	if got := DecodeF32(nil, []byte{1, 2, 3}); len(got) != 0 {
+		t.Errorf("DecodeF32 of 3 bytes = %v, want nothing", got)
+	}
+	if got := F32Bytes(nil, nil); len(got) != 0 {
+		t.Errorf("F32Bytes(nil, nil) = %v", got)
+	}
+}
+
+func TestImpl(t *testing.T) {
+	t.Logf("Impl() = %q, GOARCH=%s", Impl(), runtime.GOARCH)
+	switch Impl() {
+	case "avx2+fma", "generic":
+	default:
+		t.Fatalf("Impl() = %q", Impl())
+	}
+	if want := selectKernels().name; Impl() != want {
+		t.Errorf("Impl() = %q, selectKernels chose %q", Impl(), want)
+	}
+	if s := simdKernels(); len(s) > 0 && s[0].name == "avx2+fma" && Impl() != "avx2+fma" {
+		t.Errorf("AVX2+FMA available but Impl() = %q", Impl())
+	}
+}
+
+// TestGODEBUGForcesGeneric runs this test binary again with GODEBUG=cpu.avx2=off,cpu.fma=off
+// and checks that it then chooses the generic kernels.
+func TestGODEBUGForcesGeneric(t *testing.T) {
+	if want := os.Getenv("VECMATH_TEST_WANT_IMPL"); want != "" {
+		if Impl() != want {
+			t.Fatalf("Impl() = %q with GODEBUG=%q, want %q", Impl(), os.Getenv("GODEBUG"), want)
+		}
+		return
+	}
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the cpu.avx2 GODEBUG option exists on amd64 only")
+	}
+	if testing.Short() {
+		t.Skip("runs a subprocess")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skip(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestGODEBUGForcesGeneric$", "-test.v")
+	cmd.Env = append(os.Environ(), "GODEBUG=cpu.avx2=off,cpu.fma=off", "VECMATH_TEST_WANT_IMPL=generic")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("subprocess: %v\n%s", err, out)
+	}
+}
+
+var (
+	sinkF float32
+	sinkU uint64
+)
+
+func benchFloat(b *testing.B, pick func(kernelSet) func(a, b []byte) float32) {
+	r := rand.New(rand.NewPCG(13, 14))
+	sets := append([]kernelSet{genericKernels}, simdKernels()...)
+	for _, dim := range []int{128, 384, 768, 1536} {
+		// Offset 1: misaligned, like vectors read in place from LMDB.
+		x, y := unaligned(randFloats(r, dim), 1), unaligned(randFloats(r, dim), 1)
+		for _, k := range sets {
+			fn := pick(k)
+			b.Run(fmt.Sprintf("%s/%d", k.name, dim), func(b *testing.B) {
+				b.SetBytes(int64(8 * dim))
+				for b.Loop() {
+					sinkF = fn(x, y)
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkDot(b *testing.B) {
+	benchFloat(b, func(k kernelSet) func(a, b []byte) float32 { return k.dot })
+}
+
+func BenchmarkSquaredL2(b *testing.B) {
+	benchFloat(b, func(k kernelSet) func(a, b []byte) float32 { return k.squaredL2 })
+}
+
+func BenchmarkL1(b *testing.B) {
+	benchFloat(b, func(k kernelSet) func(a, b []byte) float32 { return k.l1 })
+}
+
+func BenchmarkXorPopcount(b *testing.B) {
+	r := rand.New(rand.NewPCG(15, 16))
+	sets := []kernelSet{genericKernels}
+	for _, k := range simdKernels() {
+		if k.xorName != "generic" {
+			sets = append(sets, k)
+			break
+		}
+	}
+	for _, nbits := range []int{128, 384, 768, 1536, 16384} {
+		x, y := make([]byte, nbits/8+1), make([]byte, nbits/8+1)
+		fillRand(r, x)
+		fillRand(r, y)
+		x, y = x[1:], y[1:]
+		for _, k := range sets {
+			fn := k.xorPopcount
+			b.Run(fmt.Sprintf("%s/%d", k.xorName, nbits), func(b *testing.B) {
+				b.SetBytes(int64(nbits / 4))
+				for b.Loop() {
+					sinkU = fn(x, y)
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,21 @@
+// Package core is the hannoy engine: an HNSW graph for approximate nearest-neighbour search,
+// stored in LMDB in the on-disk format of the Rust crate hannoy 0.1.3.
+//
+// One LMDB database holds many independent indexes (numbered by a uint16). Items are identified
+// by a uint32 and carry a vector of fixed dimensions. A Writer adds, overwrites and deletes items
+// inside a write transaction; Build links what changed into the graph (in parallel, on every core,
+// rewriting only the links that change); a Reader searches a built index.
+//
+// The files are named after what they hold:
+//
+//	key.go, node.go, links.go, metadata.go, version.go, updatestatus.go   on-disk codecs
+//	metric.go                        the seven metrics: codecs, headers, distances
+//	env.go, txn.go                   LMDB environments, databases and transactions
+//	writer.go                        adding, deleting and reading items before a build
+//	build.go, graph.go, source.go    the HNSW build (insertion, deletion repair, writing links)
+//	levels.go                        level assignment
+//	reader.go, search.go             opening an index and searching it
+//	heap.go, visited.go              search data structures
+//	prefetch.go                      the HANNOY_READER_PREFETCH_MEMORY warm-up hint
+//	errors.go                        error values
+package core

@@ -1,0 +1,202 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/PowerDNS/lmdb-go/lmdb"
+)
+
+// DefaultMapSize is the map size used when Options.MapSize is 0: 1 TiB of address space. LMDB
+// files grow with use, not with the map size, so a large map costs nothing on disk.
+const DefaultMapSize int64 = 1 << 40
+
+// Options configure an environment.
+type Options struct {
+	// MapSize is the largest size the data file may reach, in bytes (0: DefaultMapSize). It is
+	// a hard limit: writes past it fail with an LMDB MDB_MAP_FULL error.
+	MapSize int64
+	// MaxDBs is the number of named databases the environment can hold (0: 128).
+	MaxDBs int
+	// MaxReaders is the size of LMDB's reader table, shared by every process (0: 1022).
+	MaxReaders int
+	// ReadOnly opens the environment read-only.
+	ReadOnly bool
+}
+
+// Env is an LMDB environment: a directory holding data.mdb and lock.mdb. It is safe for
+// concurrent use. Open it once per path and process.
+type Env struct {
+	env  *lmdb.Env
+	path string
+	opts Options
+}
+
+// OpenEnv opens (creating if needed) the LMDB environment in directory path.
+func OpenEnv(path string, opts Options) (*Env, error) {
+	if opts.MapSize == 0 {
+		opts.MapSize = DefaultMapSize
+	}
+	if opts.MapSize < 0 {
+		return nil, invalidf("map size must be positive, got %d", opts.MapSize)
+	}
+	if opts.MaxDBs == 0 {
+		opts.MaxDBs = 128
+	}
+	if opts.MaxReaders == 0 {
+		opts.MaxReaders = 1022
+	}
+	if st, err := os.Stat(path); err == nil {
+		if !st.IsDir() {
+			return nil, fmt.Errorf("open %s: %w", path, &os.PathError{Op: "open", Path: path, Err: errors.New("not a directory")})
+		}
+	} else if errors.Is(err, os.ErrNotExist) && !opts.ReadOnly {
+		if err := os.MkdirAll(path, 0o755); err != nil {
+			return nil, fmt.Errorf("create database directory: %w", err)
+		}
+	} else {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := checkDataFile(filepath.Join(path, "data.mdb")); err != nil {
+		return nil, err
+	}
+	env, err := lmdb.NewEnv()
+	if err != nil {
+		return nil, fmt.Errorf("create LMDB environment: %w", err)
+	}
+	setup := func() error {
+		if err := env.SetMapSize(opts.MapSize); err != nil {
+			return err
+		}
+		if err := env.SetMaxDBs(opts.MaxDBs); err != nil {
+			return err
+		}
+		return env.SetMaxReaders(opts.MaxReaders)
+	}
+	if err := setup(); err != nil {
+		env.Close()
+		return nil, fmt.Errorf("configure LMDB environment: %w", err)
+	}
+	flags := uint(lmdb.NoTLS | lmdb.NoReadahead)
+	if opts.ReadOnly {
+		flags |= lmdb.Readonly
+	}
+	if err := env.Open(path, flags, 0o644); err != nil {
+		env.Close()
+		return nil, fmt.Errorf("open LMDB environment %s: %w", path, err)
+	}
+	return &Env{env: env, path: path, opts: opts}, nil
+}
+
+// Close closes the environment. Every transaction must have ended.
+func (e *Env) Close() error { return e.env.Close() }
+
+// Path is the directory the environment was opened at.
+func (e *Env) Path() string { return e.path }
+
+// MapSize is the map size the environment was opened with.
+func (e *Env) MapSize() int64 { return e.opts.MapSize }
+
+// LMDB returns the underlying lmdb-go environment, for advanced uses.
+func (e *Env) LMDB() *lmdb.Env { return e.env }
+
+// Database is one LMDB database (the unnamed main one or a named one) of an environment. It
+// holds any number of hannoy indexes.
+type Database struct {
+	env  *Env
+	dbi  lmdb.DBI
+	name string
+}
+
+// Env returns the environment of the database.
+func (d *Database) Env() *Env { return d.env }
+
+// Name is the database name ("" for the unnamed main database).
+func (d *Database) Name() string { return d.name }
+
+// OpenDatabase opens the database called name ("" for the unnamed main database), creating it
+// if create is true and it does not exist.
+func (e *Env) OpenDatabase(name string, create bool) (*Database, error) {
+	open := func(txn *lmdb.Txn, flags uint) (lmdb.DBI, error) {
+		if name == "" {
+			return txn.OpenRoot(flags)
+		}
+		return txn.OpenDBI(name, flags)
+	}
+	// First try without the write lock: the database usually exists.
+	txn, err := e.env.BeginTxn(nil, lmdb.Readonly)
+	if err != nil {
+		return nil, fmt.Errorf("open database %q: %w", name, err)
+	}
+	dbi, err := open(txn, 0)
+	if err == nil {
+		if err := txn.Commit(); err != nil {
+			return nil, fmt.Errorf("open database %q: %w", name, err)
+		}
+		return &Database{env: e, dbi: dbi, name: name}, nil
+	}
+	txn.Abort()
+	if !lmdb.IsNotFound(err) || !create {
+		return nil, fmt.Errorf("open database %q: %w", name, err)
+	}
+	err = e.env.Update(func(txn *lmdb.Txn) error {
+		dbi, err = open(txn, lmdb.Create)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create database %q: %w", name, err)
+	}
+	return &Database{env: e, dbi: dbi, name: name}, nil
+}
+
+// Update runs fn in a write transaction on a locked OS thread and commits it if fn returns
+// nil; otherwise the transaction is aborted and fn's error returned.
+func (e *Env) Update(fn func(*WriteTxn) error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	txn, err := e.BeginWrite()
+	if err != nil {
+		return err
+	}
+	if err := fn(txn); err != nil {
+		txn.Abort()
+		return err
+	}
+	return txn.Commit()
+}
+
+// View runs fn in a read transaction.
+func (e *Env) View(fn func(*ReadTxn) error) error {
+	txn, err := e.BeginRead()
+	if err != nil {
+		return err
+	}
+	defer txn.Abort()
+	return fn(txn)
+}
+
+// BeginWrite begins a write transaction. LMDB requires every use of it, until Commit or Abort,
+// to happen on the same OS thread: call runtime.LockOSThread first. It blocks while another
+// write transaction (of this process or another) is open.
+func (e *Env) BeginWrite() (*WriteTxn, error) {
+	txn, err := e.env.BeginTxn(nil, 0)
+	if err != nil {
+		return nil, fmt.Errorf("begin write transaction: %w", err)
+	}
+	txn.RawRead = true
+	return &WriteTxn{txn: txn, env: e}, nil
+}
+
+// BeginRead begins a read transaction: a consistent snapshot of the last commit. A read
+// transaction may move between goroutines but must not be used by two at once.
+func (e *Env) BeginRead() (*ReadTxn, error) {
+	txn, err := e.env.BeginTxn(nil, lmdb.Readonly)
+	if err != nil {
+		return nil, fmt.Errorf("begin read transaction: %w", err)
+	}
+	txn.RawRead = true
+	return &ReadTxn{txn: txn}, nil
+}

@@ -1,0 +1,76 @@
+package core_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+
+	"github.com/hannoy-go/hannoy/core"
+)
+
+// The Go API end to end: open an environment, write and build an index in a transaction,
+// then search it.
+func Example() {
+	dir, err := os.MkdirTemp("", "hannoy-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	env, err := core.OpenEnv(dir, core.Options{MapSize: 1 << 30})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer env.Close()
+	db, err := env.OpenDatabase("", true) // the unnamed main database
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// Write: add items, then build the graph; Update commits when the function returns nil.
+	err = env.Update(func(txn *core.WriteTxn) error {
+		w, err := core.NewWriter(txn, db, 0, 2, core.Euclidean)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < 100; i++ {
+			if err := w.AddItem(txn, uint32(i), []float32{float32(i), float32(i % 10)}); err != nil {
+				return err
+			}
+		}
+		return w.Build(context.Background(), txn, core.BuildOptions{M: 16, EfConstruction: 96})
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// Read: a reader searches a snapshot.
+	err = env.View(func(txn *core.ReadTxn) error {
+		r, err := core.OpenReader(txn, db, 0, core.Euclidean)
+		if err != nil {
+			return err
+		}
+		res, err := r.Search(txn, []float32{42.2, 2}, core.SearchOptions{Count: 3, Ef: 200})
+		if err != nil {
+			return err
+		}
+		for _, x := range res {
+			fmt.Printf("item %d at squared distance %.2f\n", x.ID, x.Distance)
+		}
+		near, _, err := r.SearchItem(txn, 42, core.SearchOptions{Count: 2})
+		if err != nil {
+			return err
+		}
+		fmt.Println("closest to item 42:", near[0].ID, near[1].ID)
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// item 42 at squared distance 0.04
+	// item 43 at squared distance 1.64
+	// item 41 at squared distance 2.44
+	// closest to item 42: 41 43
+}

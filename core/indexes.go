@@ -1,0 +1,39 @@
+package core
+
+import (
+	"github.com/PowerDNS/lmdb-go/lmdb"
+
+	"github.com/hannoy-go/hannoy/core/internal/vecmath"
+)
+
+// KernelImpl names the distance kernels chosen for this CPU, e.g. "avx2+fma" or "generic".
+func KernelImpl() string { return vecmath.Impl() }
+
+// Indexes lists, ascending, the indexes of db that have been built (that have metadata). It
+// seeks once per index, whatever their size.
+func Indexes(txn Txn, db *Database) ([]int, error) {
+	cur, err := txn.lmdbTxn().OpenCursor(db.dbi)
+	if err != nil {
+		return nil, err
+	}
+	defer cur.Close()
+	out := []int{}
+	for next := 0; next <= 0xFFFF; {
+		k, _, err := cur.Get(IndexPrefix(uint16(next)), nil, lmdb.SetRange)
+		if lmdb.IsNotFound(err) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		key, err := DecodeKey(k)
+		if err != nil {
+			return nil, corruptf("key %x: %v", k, err)
+		}
+		if key.Mode == ModeMetadata && key.Item == 0 && key.Layer == 0 {
+			out = append(out, int(key.Index))
+		}
+		next = int(key.Index) + 1
+	}
+	return out, nil
+}

@@ -1,0 +1,142 @@
+package core
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/RoaringBitmap/roaring/v2"
+)
+
+// Reader searches one built index. It holds a copy of the index metadata taken from the
+// transaction it was opened with; pass that transaction, or another one on the same snapshot,
+// to its methods. A Reader is safe for concurrent use by many goroutines, each with its own
+// transaction.
+type Reader struct {
+	db       *Database
+	index    uint16
+	metric   Metric
+	dims     int
+	valueLen int
+	meta     *Metadata
+	version  Version
+
+	upper sync.Map // uint64(id)<<8|layer -> []uint32: decoded links of the upper layers
+	state sync.Pool
+}
+
+// OpenReader opens index of db for searching. It fails with ErrMissingMetadata if the index was
+// never built, a *MetricError if it is stored with another metric, and ErrNeedBuild if it has
+// changes not built yet.
+func OpenReader(txn Txn, db *Database, index uint16, metric Metric) (*Reader, error) {
+	meta, err := readMetadata(txn, db, index)
+	if err != nil {
+		return nil, err
+	}
+	if meta == nil {
+		return nil, fmt.Errorf("%w on index %d, you must build your database before attempting to read it", ErrMissingMetadata, index)
+	}
+	if meta.Distance != metric.Name() {
+		return nil, fmt.Errorf("index %d: %w", index, &MetricError{Stored: meta.Distance, Requested: metric.Name()})
+	}
+	pending := false
+	err = scanPrefix(txn, db, ModePrefix(index, ModeUpdated), func(Key, []byte) (bool, error) {
+		pending = true
+		return false, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if pending {
+		return nil, fmt.Errorf("%w on index %d", ErrNeedBuild, index)
+	}
+	if meta.Dimensions == 0 || meta.Dimensions > 1<<24 {
+		return nil, fmt.Errorf("index %d: %w", index, corruptf("metadata holds %d dimensions", meta.Dimensions))
+	}
+	version := Version{}
+	if v, ok, err := get(txn, db, VersionKey(index)); err != nil {
+		return nil, err
+	} else if ok {
+		if version, err = DecodeVersion(v); err != nil {
+			return nil, fmt.Errorf("version of index %d: %w", index, corruptf("%v", err))
+		}
+	}
+	r := &Reader{db: db, index: index, metric: metric, dims: int(meta.Dimensions),
+		valueLen: metric.valueLen(int(meta.Dimensions)), meta: meta, version: version}
+	r.state.New = func() any { return &searchState{visited: newVisitedSet(1024)} }
+	if budget, err := strconv.ParseInt(os.Getenv("HANNOY_READER_PREFETCH_MEMORY"), 10, 64); err == nil && budget > 0 {
+		r.prefetch(txn, budget)
+	}
+	return r, nil
+}
+
+// Index is the index number.
+func (r *Reader) Index() uint16 { return r.index }
+
+// Metric is the index's metric.
+func (r *Reader) Metric() Metric { return r.metric }
+
+// Dimensions is the vector length of the index.
+func (r *Reader) Dimensions() int { return r.dims }
+
+// Len is the number of items in the index.
+func (r *Reader) Len() uint64 { return r.meta.Items.GetCardinality() }
+
+// Contains reports whether item is in the index.
+func (r *Reader) Contains(item uint32) bool { return r.meta.Items.Contains(item) }
+
+// ItemIDs returns the items of the index. The bitmap is the reader's own: do not modify it.
+func (r *Reader) ItemIDs() *roaring.Bitmap { return r.meta.Items }
+
+// EntryPoints returns the graph's entry points (the items of its top layer).
+func (r *Reader) EntryPoints() []uint32 { return append([]uint32(nil), r.meta.EntryPoints...) }
+
+// MaxLevel is the graph's top layer.
+func (r *Reader) MaxLevel() int { return int(r.meta.MaxLevel) }
+
+// Version is the hannoy format version that wrote the index (0.0.0 if none is stored).
+func (r *Reader) Version() Version { return r.version }
+
+// ItemVector returns the stored vector of item, or false if it is not in the index.
+func (r *Reader) ItemVector(txn Txn, item uint32) ([]float32, bool, error) {
+	if !r.meta.Items.Contains(item) {
+		return nil, false, nil
+	}
+	return itemVector(txn, r.db, r.index, r.metric, r.dims, item)
+}
+
+// vector returns the value of item (tag, header and vector), or nil if it has none.
+func (r *Reader) vector(txn Txn, item uint32) ([]byte, error) {
+	v, ok, err := get(txn, r.db, ItemKey(r.index, item))
+	if err != nil || !ok {
+		return nil, err
+	}
+	if len(v) != r.valueLen || v[0] != TagItem {
+		return nil, fmt.Errorf("item %d of index %d: %w", item, r.index, corruptf("value of %d bytes with tag %d, expected %d bytes with tag 0", len(v), v[0], r.valueLen))
+	}
+	return v, nil
+}
+
+// links appends the links of item on layer; upper layers are decoded once and cached.
+func (r *Reader) links(txn Txn, item uint32, layer int, dst []uint32) ([]uint32, error) {
+	ck := uint64(item)<<8 | uint64(layer)
+	if layer > 0 {
+		if c, ok := r.upper.Load(ck); ok {
+			return append(dst, c.([]uint32)...), nil
+		}
+	}
+	v, ok, err := get(txn, r.db, LinksKey(r.index, item, uint8(layer)))
+	if err != nil || !ok {
+		return dst, err
+	}
+	start := len(dst)
+	dst, err = DecodeLinksValue(v, dst)
+	if err != nil {
+		return dst[:start], fmt.Errorf("links of item %d on layer %d of index %d: %w", item, layer, r.index, corruptf("%v", err))
+	}
+	if layer > 0 {
+		r.upper.Store(ck, append([]uint32(nil), dst[start:]...))
+	}
+	return dst, nil
+}

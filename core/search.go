@@ -1,0 +1,363 @@
+package core
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/RoaringBitmap/roaring/v2"
+)
+
+// DefaultLinearBelow is the candidate count under which a filtered search scans the
+// candidates instead of walking the graph.
+const DefaultLinearBelow = 1000
+
+// SearchOptions are the parameters of a search.
+type SearchOptions struct {
+	// Count is the number of neighbours wanted (at least 1).
+	Count int
+	// Ef is the size of the dynamic candidate list on layer 0; the search uses max(Ef, Count).
+	Ef int
+	// Candidates, if not nil, restricts the results to these items.
+	Candidates *roaring.Bitmap
+	// LinearBelow: a filtered search with fewer candidates than this scans them all instead of
+	// walking the graph (0: DefaultLinearBelow; negative: never).
+	LinearBelow int
+}
+
+func (o *SearchOptions) normalize() error {
+	if o.Count < 1 {
+		return invalidf("the number of results must be at least 1, got %d", o.Count)
+	}
+	if o.Ef < 0 {
+		return invalidf("ef_search must not be negative, got %d", o.Ef)
+	}
+	o.Ef = max(o.Ef, o.Count)
+	if o.LinearBelow == 0 {
+		o.LinearBelow = DefaultLinearBelow
+	}
+	return nil
+}
+
+// Result is one neighbour: an item and its distance to the query.
+type Result struct {
+	ID       uint32
+	Distance float32
+}
+
+type searchState struct {
+	visited *visitedSet
+	cand    minHeap
+	res     maxHeap
+	ids     []uint32
+	query   []byte
+	exclude int64 // an item never returned (the query item), or noItem
+}
+
+// Search returns up to opts.Count items closest to query, ascending by (distance, id).
+func (r *Reader) Search(txn Txn, query []float32, opts SearchOptions) ([]Result, error) {
+	if err := opts.normalize(); err != nil {
+		return nil, err
+	}
+	if err := checkVector(query, r.dims); err != nil {
+		return nil, err
+	}
+	st := r.state.Get().(*searchState)
+	defer r.state.Put(st)
+	st.query = r.metric.appendValue(st.query[:0], query)
+	return r.search(txn, st, st.query, noItem, opts)
+}
+
+// SearchItem returns up to opts.Count items closest to item, never item itself; found is false
+// if item is not in the index.
+func (r *Reader) SearchItem(txn Txn, item uint32, opts SearchOptions) (res []Result, found bool, err error) {
+	if err := opts.normalize(); err != nil {
+		return nil, false, err
+	}
+	if !r.meta.Items.Contains(item) {
+		return nil, false, nil
+	}
+	v, err := r.vector(txn, item)
+	if err != nil || v == nil {
+		return nil, false, err
+	}
+	st := r.state.Get().(*searchState)
+	defer r.state.Put(st)
+	st.query = append(st.query[:0], v...)
+	res, err = r.search(txn, st, st.query, int64(item), opts)
+	return res, err == nil, err
+}
+
+const noItem = int64(-1)
+
+// search runs a query given as an encoded item value; self (if not noItem) is excluded and
+// used as the starting point on layer 0, like the reference's search by item.
+func (r *Reader) search(txn Txn, st *searchState, q []byte, self int64, opts SearchOptions) ([]Result, error) {
+	items := r.meta.Items
+	filter := opts.Candidates
+	if filter != nil {
+		filter = roaring.And(filter, items)
+		if self >= 0 {
+			filter.Remove(uint32(self))
+		}
+	}
+	st.exclude = self
+	eligible := items.GetCardinality()
+	if self >= 0 {
+		eligible--
+	}
+	if eligible == 0 || (filter != nil && filter.IsEmpty()) {
+		return []Result{}, nil
+	}
+	if opts.Candidates != nil && opts.LinearBelow > 0 && filter.GetCardinality() < uint64(opts.LinearBelow) {
+		return r.bruteForce(txn, q, filter, opts.Count)
+	}
+	st.visited.reset()
+	st.res = st.res[:0]
+	var seeds []scored
+	if self >= 0 {
+		seeds = []scored{{0, uint32(self)}}
+	} else {
+		for _, ep := range r.meta.EntryPoints {
+			v, err := r.vector(txn, ep)
+			if err != nil {
+				return nil, err
+			}
+			if v != nil {
+				seeds = append(seeds, scored{r.metric.distance(q, v), ep})
+			}
+		}
+		if len(seeds) > 1 {
+			sortScored(seeds)
+		}
+		if len(seeds) > 0 {
+			best := seeds[0]
+			for l := int(r.meta.MaxLevel); l >= 1; l-- {
+				var err error
+				if best, err = r.greedy(txn, st, q, best, l); err != nil {
+					return nil, err
+				}
+			}
+			seeds = []scored{best}
+		}
+	}
+	if err := r.visit(txn, st, q, seeds, opts.Ef, filter); err != nil {
+		return nil, err
+	}
+	// Too few results (a selective filter, or a part of the graph not reached): go on from
+	// every item not visited yet, as the reference does, until Count results are found.
+	if len(st.res) < opts.Count {
+		rest := filter
+		if rest == nil {
+			rest = items
+		}
+		for it := rest.Iterator(); it.HasNext() && len(st.res) < opts.Count; {
+			id := it.Next()
+			if st.visited.contains(id) {
+				continue
+			}
+			v, err := r.vector(txn, id)
+			if err != nil {
+				return nil, err
+			}
+			if v == nil {
+				continue
+			}
+			if err := r.visit(txn, st, q, []scored{{r.metric.distance(q, v), id}}, opts.Ef, filter); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out := []scored(st.res)
+	sortScored(out)
+	n := min(len(out), opts.Count)
+	res := make([]Result, n)
+	for i := range res {
+		res[i] = Result{out[i].id, out[i].dist}
+	}
+	return res, nil
+}
+
+// greedy walks layer from start to the closest item it can reach (ef = 1).
+func (r *Reader) greedy(txn Txn, st *searchState, q []byte, start scored, layer int) (scored, error) {
+	best := start
+	for changed := true; changed; {
+		changed = false
+		var err error
+		st.ids, err = r.links(txn, best.id, layer, st.ids[:0])
+		if err != nil {
+			return best, err
+		}
+		for _, id := range st.ids {
+			v, err := r.vector(txn, id)
+			if err != nil {
+				return best, err
+			}
+			if v == nil {
+				continue
+			}
+			if s := (scored{r.metric.distance(q, v), id}); before(s, best) {
+				best, changed = s, true
+			}
+		}
+	}
+	return best, nil
+}
+
+// visit is the layer-0 beam search: every reached item is a candidate to expand, only those in
+// filter (all if nil) enter the results. st.visited and st.res carry over between calls.
+func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef int, filter *roaring.Bitmap) error {
+	st.cand = st.cand[:0]
+	for _, s := range seeds {
+		if !st.visited.insert(s.id) {
+			continue
+		}
+		st.cand.push(s)
+		r.offer(st, s, ef, filter)
+	}
+	for len(st.cand) > 0 {
+		c := st.cand.pop()
+		if len(st.res) >= ef && c.dist > st.res.top().dist {
+			break
+		}
+		var err error
+		st.ids, err = r.links(txn, c.id, 0, st.ids[:0])
+		if err != nil {
+			return err
+		}
+		for _, id := range st.ids {
+			if !st.visited.insert(id) {
+				continue
+			}
+			v, err := r.vector(txn, id)
+			if err != nil {
+				return err
+			}
+			if v == nil {
+				continue
+			}
+			s := scored{r.metric.distance(q, v), id}
+			if len(st.res) < ef || before(s, st.res.top()) {
+				st.cand.push(s)
+				r.offer(st, s, ef, filter)
+			}
+		}
+	}
+	return nil
+}
+
+func (r *Reader) offer(st *searchState, s scored, ef int, filter *roaring.Bitmap) {
+	if int64(s.id) == st.exclude || (filter != nil && !filter.Contains(s.id)) {
+		return
+	}
+	if len(st.res) < ef {
+		st.res.push(s)
+	} else if before(s, st.res.top()) {
+		st.res.replaceTop(s)
+	}
+}
+
+// bruteForce computes the distance to every candidate.
+func (r *Reader) bruteForce(txn Txn, q []byte, cands *roaring.Bitmap, count int) ([]Result, error) {
+	h := make(maxHeap, 0, count+1)
+	for it := cands.Iterator(); it.HasNext(); {
+		id := it.Next()
+		v, err := r.vector(txn, id)
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			continue
+		}
+		s := scored{r.metric.distance(q, v), id}
+		if len(h) < count {
+			h.push(s)
+		} else if before(s, h.top()) {
+			h.replaceTop(s)
+		}
+	}
+	out := []scored(h)
+	sortScored(out)
+	res := make([]Result, len(out))
+	for i, s := range out {
+		res[i] = Result{s.id, s.dist}
+	}
+	return res, nil
+}
+
+// SearchBatch runs Search for nq queries stored one after another in queries, on up to threads
+// goroutines (<= 0: GOMAXPROCS, and never more than the snapshot's transactions). fn receives
+// each query's results; it is called concurrently, for distinct i.
+func (r *Reader) SearchBatch(snap *Snapshot, queries []float32, nq int, opts SearchOptions, threads int, fn func(i int, res []Result)) error {
+	if len(queries) != nq*r.dims {
+		return fmt.Errorf("%d queries of %d dimensions need %d values, got %d: %w", nq, r.dims, nq*r.dims, len(queries),
+			&DimensionError{Expected: r.dims, Received: len(queries) / max(nq, 1)})
+	}
+	return r.parallel(snap, nq, threads, func(txn Txn, i int) error {
+		res, err := r.Search(txn, queries[i*r.dims:(i+1)*r.dims], opts)
+		if err != nil {
+			return fmt.Errorf("query %d: %w", i, err)
+		}
+		fn(i, res)
+		return nil
+	})
+}
+
+// SearchItemBatch runs SearchItem for every item of items like SearchBatch.
+func (r *Reader) SearchItemBatch(snap *Snapshot, items []uint32, opts SearchOptions, threads int, fn func(i int, res []Result, found bool)) error {
+	return r.parallel(snap, len(items), threads, func(txn Txn, i int) error {
+		res, found, err := r.SearchItem(txn, items[i], opts)
+		if err != nil {
+			return fmt.Errorf("item %d: %w", items[i], err)
+		}
+		fn(i, res, found)
+		return nil
+	})
+}
+
+// parallel calls fn(txn, i) for i in [0, n) on up to threads goroutines, each holding one of
+// the snapshot's transactions, and returns the first error.
+func (r *Reader) parallel(snap *Snapshot, n, threads int, fn func(Txn, int) error) error {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	threads = max(1, min(threads, snap.Size(), n))
+	var next atomic.Int64
+	var failed atomic.Bool
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for t := 0; t < threads; t++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			txn, err := snap.Acquire()
+			if err != nil {
+				once.Do(func() { firstErr = err })
+				failed.Store(true)
+				return
+			}
+			defer snap.Release(txn)
+			defer func() {
+				if p := recover(); p != nil {
+					once.Do(func() { firstErr = fmt.Errorf("internal error in search: %v", p) })
+					failed.Store(true)
+				}
+			}()
+			for !failed.Load() {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := fn(txn, i); err != nil {
+					once.Do(func() { firstErr = err })
+					failed.Store(true)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}

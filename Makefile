@@ -1,0 +1,59 @@
+# The few commands a person needs. `make demo` and `make test` set everything up on a fresh
+# clone (a Python virtual environment in .venv, Go modules) and run.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+FUZZTIME ?= 5s
+FUZZ_TARGETS := FuzzDecodeKey FuzzDecodeItemValue FuzzDecodeLinksValue FuzzDecodeRoaring \
+                FuzzDecodeMetadata FuzzDecodeVersion FuzzDecodeUpdateStatus
+
+.PHONY: demo test test-go test-python fuzz lint lib install venv bench bench-quick clean
+
+## demo: build, install, and run the demo on real data (recall@10 and queries per second)
+demo: install
+	$(PY) examples/demo.py
+
+## test: build, install, and run every test (Go and Python)
+test: lint test-go fuzz test-python
+
+lint:
+	@unformatted=$$(gofmt -l core capi); if [ -n "$$unformatted" ]; then echo "gofmt: $$unformatted"; exit 1; fi
+	go vet ./...
+
+test-go:
+	go test -race -count=1 ./...
+	go test -count=1 -run 'Recall' -v ./core
+	GODEBUG=cpu.avx2=off,cpu.fma=off,cpu.popcnt=off go test -count=1 -run 'Metric|Golden|Decode|Example' ./core ./core/internal/vecmath
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		go test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./core || exit 1; \
+	done
+
+test-python: install
+	$(PY) -m pytest python/tests -q
+
+venv: $(VENV)/.ready
+$(VENV)/.ready:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q setuptools wheel numpy cffi pytest tqdm
+	touch $@
+
+## install: build libhannoy with Go and install the package into .venv
+install: venv
+	$(PY) -m pip install -q --no-build-isolation --no-deps --force-reinstall .
+
+lib:
+	go build -buildmode=c-shared -trimpath -o build/libhannoy.so ./capi
+
+## bench: benchmarks against upstream hannoy, hnswlib, usearch and faiss (see bench/README.md)
+bench:
+	bash bench/run.sh
+
+bench-quick:
+	bash bench/run.sh --quick
+
+clean:
+	rm -rf build dist *.egg-info $(VENV)

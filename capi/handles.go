@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+
+	"github.com/hannoy-go/hannoy/core"
+)
+
+// registry holds every live object behind an opaque handle, and the environments by path.
+type registry struct {
+	mu      sync.Mutex
+	next    uint64
+	objects map[uint64]any
+	envs    map[string]*envEntry
+}
+
+var reg = &registry{objects: map[uint64]any{}, envs: map[string]*envEntry{}}
+
+func (r *registry) add(obj any) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.next++
+	r.objects[r.next] = obj
+	return r.next
+}
+
+func lookup[T any](h uint64, what string) (T, error) {
+	reg.mu.Lock()
+	obj, ok := reg.objects[uint64(h)]
+	reg.mu.Unlock()
+	t, isT := obj.(T)
+	if !ok || !isT {
+		var zero T
+		return zero, fmt.Errorf("%s handle %d: %w (it was closed, or never opened)", what, h, core.ErrClosed)
+	}
+	return t, nil
+}
+
+func (r *registry) remove(h uint64) {
+	r.mu.Lock()
+	delete(r.objects, h)
+	r.mu.Unlock()
+}
+
+// envEntry is one LMDB environment, shared by every database handle on its path.
+type envEntry struct {
+	env  *core.Env
+	path string
+	refs int
+	dbs  map[string]*core.Database
+	// writerThreads holds the OS threads that have an open writer: a second writer from one of
+	// them would wait forever for the first.
+	writerThreads map[int]bool
+}
+
+type dbHandle struct {
+	entry   *envEntry
+	db      *core.Database
+	metric  core.Metric
+	name    string
+	mu      sync.Mutex
+	writers int
+	readers int
+}
+
+// openDB opens (or shares) the environment at path and the database name in it.
+func openDB(path string, metric core.Metric, name string, envSize int64) (*dbHandle, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%w: the database path is empty", core.ErrInvalidArgument)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("database path %q: %w", path, err)
+	}
+	if st, err := os.Stat(abs); err == nil && !st.IsDir() {
+		return nil, &os.PathError{Op: "open database", Path: abs, Err: errors.New("not a directory (a database is a directory)")}
+	} else if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			return nil, fmt.Errorf("create database directory: %w", err)
+		}
+	}
+	canon, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return nil, fmt.Errorf("database path %q: %w", path, err)
+	}
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	entry := reg.envs[canon]
+	if entry == nil {
+		env, err := core.OpenEnv(canon, core.Options{MapSize: envSize})
+		if err != nil {
+			return nil, err
+		}
+		entry = &envEntry{env: env, path: canon, dbs: map[string]*core.Database{}, writerThreads: map[int]bool{}}
+		reg.envs[canon] = entry
+	} else if envSize > entry.env.MapSize() {
+		if err := entry.env.LMDB().SetMapSize(envSize); err != nil {
+			return nil, fmt.Errorf("the database at %s is already open in this process with env_size %d; growing it to %d failed: %w",
+				canon, entry.env.MapSize(), envSize, err)
+		}
+	}
+	db := entry.dbs[name]
+	if db == nil {
+		db, err = entry.env.OpenDatabase(name, true)
+		if err != nil {
+			if entry.refs == 0 {
+				entry.env.Close()
+				delete(reg.envs, canon)
+			}
+			return nil, err
+		}
+		entry.dbs[name] = db
+	}
+	entry.refs++
+	return &dbHandle{entry: entry, db: db, metric: metric, name: name}, nil
+}
+
+func (d *dbHandle) close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.writers > 0 || d.readers > 0 {
+		return fmt.Errorf("%w: the database has %d open writer(s) and %d open reader(s): close them first", errBusy, d.writers, d.readers)
+	}
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	d.entry.refs--
+	if d.entry.refs == 0 {
+		delete(reg.envs, d.entry.path)
+		return d.entry.env.Close()
+	}
+	return nil
+}
+
+var errBusy = errors.New("busy")
+
+// writerHandle owns a write transaction, on a goroutine locked to one OS thread for its whole
+// life, as LMDB requires. Calls from any thread are handed to that goroutine.
+type writerHandle struct {
+	db       *dbHandle
+	w        *core.Writer
+	txn      *core.WriteTxn
+	thread   int
+	opts     core.BuildOptions
+	ops      chan func()
+	progress core.Progress
+	mu       sync.Mutex // one call at a time
+	cancel   context.CancelFunc
+	cancelMu sync.Mutex
+	broken   error // set when the transaction can only be aborted
+	ended    bool
+}
+
+func openWriter(d *dbHandle, index uint16, dims int, opts core.BuildOptions, thread int) (*writerHandle, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	reg.mu.Lock()
+	if d.entry.writerThreads[thread] {
+		reg.mu.Unlock()
+		return nil, fmt.Errorf("%w: this thread already holds an open writer on %s; commit or abort it before opening another (a second writer would wait for the first forever)", errBusy, d.entry.path)
+	}
+	d.entry.writerThreads[thread] = true
+	reg.mu.Unlock()
+	release := func() {
+		reg.mu.Lock()
+		delete(d.entry.writerThreads, thread)
+		reg.mu.Unlock()
+	}
+	wh := &writerHandle{db: d, thread: thread, opts: opts, ops: make(chan func())}
+	wh.opts.Progress = &wh.progress
+	ready := make(chan error)
+	go func() {
+		// The goroutine never unlocks its thread: the thread ends with it, LMDB state and all.
+		runtime.LockOSThread()
+		txn, err := d.entry.env.BeginWrite()
+		if err == nil {
+			wh.txn = txn
+			wh.w, err = core.NewWriter(txn, d.db, index, dims, d.metric)
+			if err != nil {
+				txn.Abort()
+			}
+		}
+		ready <- err
+		if err != nil {
+			return
+		}
+		for op := range wh.ops {
+			op()
+		}
+	}()
+	if err := <-ready; err != nil {
+		release()
+		return nil, err
+	}
+	d.mu.Lock()
+	d.writers++
+	d.mu.Unlock()
+	return wh, nil
+}
+
+// do runs fn on the writer's thread.
+func (wh *writerHandle) do(fn func() error) error {
+	wh.mu.Lock()
+	defer wh.mu.Unlock()
+	if wh.ended {
+		return fmt.Errorf("writer: %w (it was committed or aborted)", core.ErrClosed)
+	}
+	if wh.broken != nil {
+		return fmt.Errorf("the writer's transaction failed earlier (%v); abort it: %w", wh.broken, errBusy)
+	}
+	done := make(chan error)
+	wh.ops <- func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("%w: %v", errPanic, p)
+			}
+		}()
+		done <- fn()
+	}
+	return <-done
+}
+
+var errPanic = errors.New("internal error")
+
+// fatal marks the transaction unusable after errors that leave it half-written.
+func (wh *writerHandle) fatal(err error) error {
+	if err != nil {
+		wh.broken = err
+	}
+	return err
+}
+
+// end commits or aborts and frees the writer.
+func (wh *writerHandle) end(commit bool) error {
+	wh.mu.Lock()
+	defer wh.mu.Unlock()
+	if wh.ended {
+		return fmt.Errorf("writer: %w (it was committed or aborted)", core.ErrClosed)
+	}
+	if commit && wh.broken != nil {
+		return fmt.Errorf("cannot commit: the writer's transaction failed earlier (%v); abort it: %w", wh.broken, errBusy)
+	}
+	done := make(chan error)
+	wh.ops <- func() {
+		if commit {
+			done <- wh.txn.Commit()
+		} else {
+			wh.txn.Abort()
+			done <- nil
+		}
+	}
+	err := <-done
+	wh.ended = true
+	close(wh.ops)
+	reg.mu.Lock()
+	delete(wh.db.entry.writerThreads, wh.thread)
+	reg.mu.Unlock()
+	wh.db.mu.Lock()
+	wh.db.writers--
+	wh.db.mu.Unlock()
+	return err
+}
+
+type readerHandle struct {
+	db     *dbHandle
+	reader *core.Reader
+	snap   *core.Snapshot
+}
+
+func openReader(d *dbHandle, index uint16) (*readerHandle, error) {
+	snap, err := d.entry.env.OpenSnapshot(runtime.GOMAXPROCS(0))
+	if err != nil {
+		return nil, err
+	}
+	txn, err := snap.Acquire()
+	if err != nil {
+		snap.Close()
+		return nil, err
+	}
+	r, err := core.OpenReader(txn, d.db, index, d.metric)
+	snap.Release(txn)
+	if err != nil {
+		snap.Close()
+		return nil, err
+	}
+	d.mu.Lock()
+	d.readers++
+	d.mu.Unlock()
+	return &readerHandle{db: d, reader: r, snap: snap}, nil
+}
+
+func (rh *readerHandle) close() {
+	rh.snap.Close()
+	rh.db.mu.Lock()
+	rh.db.readers--
+	rh.db.mu.Unlock()
+}
+
+// with runs fn with one of the reader's transactions.
+func (rh *readerHandle) with(fn func(core.Txn) error) error {
+	txn, err := rh.snap.Acquire()
+	if err != nil {
+		return err
+	}
+	defer rh.snap.Release(txn)
+	return fn(txn)
+}

@@ -1,0 +1,752 @@
+// Command capi is libhannoy, the C ABI over the hannoy engine, built with
+// go build -buildmode=c-shared. See ABI.md for the rules every function follows.
+package main
+
+/*
+#include <stdint.h>
+#include <stdlib.h>
+*/
+import "C"
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"github.com/PowerDNS/lmdb-go/lmdb"
+	"github.com/RoaringBitmap/roaring/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/hannoy-go/hannoy/core"
+)
+
+func main() {}
+
+// Version is the package version reported by hannoy_version.
+const Version = "0.2.0"
+
+// Status codes, see ABI.md.
+const (
+	statusOK              = 0
+	statusInvalid         = 1
+	statusIO              = 2
+	statusRuntime         = 3
+	statusMapFull         = 4
+	statusMissingMetadata = 5
+	statusNeedBuild       = 6
+	statusMetric          = 7
+	statusDimensions      = 8
+	statusCancelled       = 9
+	statusCorrupt         = 10
+	statusBusy            = 11
+	statusClosed          = 12
+	statusReadersFull     = 13
+	statusPanic           = 14
+)
+
+// statusOf classifies an error for the caller.
+func statusOf(err error) C.int {
+	var errno syscall.Errno
+	var pathErr *os.PathError
+	var opErr *lmdb.OpError
+	if errors.As(err, &opErr) {
+		switch opErr.Errno {
+		case lmdb.MapFull:
+			return statusMapFull
+		case lmdb.ReadersFull:
+			return statusReadersFull
+		case lmdb.Invalid, lmdb.VersionMismatch:
+			return statusIO
+		case lmdb.Corrupted, lmdb.PageNotFound:
+			return statusCorrupt
+		}
+	}
+	switch {
+	case errors.Is(err, errPanic):
+		return statusPanic
+	case errors.Is(err, core.ErrDimensions):
+		return statusDimensions
+	case errors.Is(err, core.ErrMetricMismatch):
+		return statusMetric
+	case errors.Is(err, core.ErrInvalidArgument):
+		return statusInvalid
+	case errors.Is(err, core.ErrMissingMetadata):
+		return statusMissingMetadata
+	case errors.Is(err, core.ErrNeedBuild):
+		return statusNeedBuild
+	case errors.Is(err, core.ErrCancelled):
+		return statusCancelled
+	case errors.Is(err, core.ErrClosed):
+		return statusClosed
+	case errors.Is(err, errBusy):
+		return statusBusy
+	case errors.Is(err, core.ErrNotDatabase):
+		return statusIO
+	case errors.Is(err, core.ErrCorrupt):
+		return statusCorrupt
+	case errors.As(err, &pathErr), errors.As(err, &errno):
+		return statusIO
+	}
+	return statusRuntime
+}
+
+func setErr(out **C.char, msg string) {
+	if out != nil {
+		*out = C.CString(msg)
+	}
+}
+
+// guard runs fn, turning its error or panic into a status and a message.
+func guard(errOut **C.char, fn func() error) (status C.int) {
+	defer func() {
+		if p := recover(); p != nil {
+			setErr(errOut, fmt.Sprintf("internal error (please report it): %v", p))
+			status = statusPanic
+		}
+	}()
+	if err := fn(); err != nil {
+		setErr(errOut, err.Error())
+		return statusOf(err)
+	}
+	return statusOK
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{core.ErrInvalidArgument}, args...)...)
+}
+
+func needPtr(ok bool, name string) error {
+	if !ok {
+		return invalid("%s is NULL", name)
+	}
+	return nil
+}
+
+func jsonOut(out **C.char, v any) error {
+	if out == nil {
+		return invalid("json output pointer is NULL")
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	*out = C.CString(string(b))
+	return nil
+}
+
+func setI32(p *C.int32_t, v bool) {
+	if p != nil {
+		if v {
+			*p = 1
+		} else {
+			*p = 0
+		}
+	}
+}
+
+//export hannoy_free
+func hannoy_free(p unsafe.Pointer) { C.free(p) }
+
+//export hannoy_version
+func hannoy_version(out **C.char, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		return jsonOut(out, map[string]string{"version": Version, "format": core.FormatVersion.String(), "kernels": core.KernelImpl()})
+	})
+}
+
+//export hannoy_db_open
+func hannoy_db_open(path *C.char, metric C.int32_t, name *C.char, envSize C.uint64_t, out *C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		if err := needPtr(path != nil && out != nil, "path or output handle"); err != nil {
+			return err
+		}
+		m := core.Metric(metric)
+		if metric < 0 || !m.Valid() {
+			return invalid("metric must be 0..6, got %d", int32(metric))
+		}
+		if uint64(envSize) > math.MaxInt64 {
+			return invalid("env_size %d is too large", uint64(envSize))
+		}
+		n := ""
+		if name != nil {
+			n = C.GoString(name)
+			if n == "" {
+				return invalid("a database name must not be empty (use NULL for the unnamed database)")
+			}
+		}
+		d, err := openDB(C.GoString(path), m, n, int64(envSize))
+		if err != nil {
+			return err
+		}
+		*out = C.uint64_t(reg.add(d))
+		return nil
+	})
+}
+
+//export hannoy_db_close
+func hannoy_db_close(h C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		d, err := lookup[*dbHandle](uint64(h), "database")
+		if err != nil {
+			return err
+		}
+		if err := d.close(); err != nil {
+			return err
+		}
+		reg.remove(uint64(h))
+		return nil
+	})
+}
+
+//export hannoy_db_info
+func hannoy_db_info(h C.uint64_t, out **C.char, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		d, err := lookup[*dbHandle](uint64(h), "database")
+		if err != nil {
+			return err
+		}
+		var name any
+		if d.name != "" {
+			name = d.name
+		}
+		indexes, err := builtIndexes(d)
+		if err != nil {
+			return err
+		}
+		return jsonOut(out, map[string]any{"path": d.entry.path, "name": name, "metric": d.metric.String(),
+			"env_size": d.entry.env.MapSize(), "indexes": indexes})
+	})
+}
+
+// builtIndexes lists the indexes of the database that have metadata.
+func builtIndexes(d *dbHandle) ([]int, error) {
+	out := []int{}
+	err := d.entry.env.View(func(txn *core.ReadTxn) error {
+		var err error
+		out, err = core.Indexes(txn, d.db)
+		return err
+	})
+	return out, err
+}
+
+//export hannoy_writer_open
+func hannoy_writer_open(h C.uint64_t, index C.uint32_t, dims C.uint32_t, m C.uint32_t, m0 C.uint32_t,
+	ef C.uint32_t, hasSeed C.int32_t, seed C.uint64_t, threads C.int32_t, out *C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		if err := needPtr(out != nil, "output handle"); err != nil {
+			return err
+		}
+		d, err := lookup[*dbHandle](uint64(h), "database")
+		if err != nil {
+			return err
+		}
+		if index > math.MaxUint16 {
+			return invalid("index must be between 0 and 65535, got %d", uint32(index))
+		}
+		if m < 2 {
+			return invalid("m must be at least 2, got %d", uint32(m))
+		}
+		if ef < 1 {
+			return invalid("ef must be at least 1, got %d", uint32(ef))
+		}
+		opts := core.BuildOptions{M: int(m), M0: int(m0), EfConstruction: int(ef), Threads: int(threads)}
+		if m0 != 0 && m0 < m {
+			return invalid("m0 must be at least m (%d), got %d", uint32(m), uint32(m0))
+		}
+		if hasSeed != 0 {
+			opts.Seed = uint64(seed)
+			if opts.Seed == 0 {
+				opts.Seed = 1<<63 | 1 // 0 means "default" inside the engine
+			}
+		}
+		wh, err := openWriter(d, uint16(index), int(dims), opts, unix.Gettid())
+		if err != nil {
+			return err
+		}
+		*out = C.uint64_t(reg.add(wh))
+		return nil
+	})
+}
+
+func writerOf(h C.uint64_t) (*writerHandle, error) { return lookup[*writerHandle](uint64(h), "writer") }
+
+//export hannoy_writer_add_items
+func hannoy_writer_add_items(h C.uint64_t, items *C.uint32_t, vectors *C.float, n C.uint64_t, dims C.uint32_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		if err := needPtr(items != nil && vectors != nil, "items or vectors"); err != nil {
+			return err
+		}
+		if int(dims) != wh.w.Dimensions() {
+			return fmt.Errorf("vectors of %d dimensions given to an index of %d: %w", uint32(dims), wh.w.Dimensions(),
+				&core.DimensionError{Expected: wh.w.Dimensions(), Received: int(dims)})
+		}
+		if uint64(n) > math.MaxInt32 || uint64(n)*uint64(dims) > 1<<40 {
+			return invalid("too many vectors in one call: %d", uint64(n))
+		}
+		ids := unsafe.Slice((*uint32)(unsafe.Pointer(items)), int(n))
+		vecs := unsafe.Slice((*float32)(unsafe.Pointer(vectors)), int(n)*int(dims))
+		return wh.do(func() error {
+			err := wh.w.AddItems(wh.txn, ids, vecs)
+			if err != nil && !errors.Is(err, core.ErrInvalidArgument) && !errors.Is(err, core.ErrDimensions) {
+				return wh.fatal(err)
+			}
+			return err
+		})
+	})
+}
+
+//export hannoy_writer_del_item
+func hannoy_writer_del_item(h C.uint64_t, item C.uint32_t, existed *C.int32_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		return wh.do(func() error {
+			ok, err := wh.w.DelItem(wh.txn, uint32(item))
+			setI32(existed, ok)
+			return wh.fatal(err)
+		})
+	})
+}
+
+//export hannoy_writer_clear
+func hannoy_writer_clear(h C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		return wh.do(func() error { return wh.fatal(wh.w.Clear(wh.txn)) })
+	})
+}
+
+//export hannoy_writer_need_build
+func hannoy_writer_need_build(h C.uint64_t, need *C.int32_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		return wh.do(func() error {
+			ok, err := wh.w.NeedBuild(wh.txn)
+			setI32(need, ok)
+			return err
+		})
+	})
+}
+
+//export hannoy_writer_contains
+func hannoy_writer_contains(h C.uint64_t, item C.uint32_t, found *C.int32_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		return wh.do(func() error {
+			ok, err := wh.w.Contains(wh.txn, uint32(item))
+			setI32(found, ok)
+			return err
+		})
+	})
+}
+
+//export hannoy_writer_item_vector
+func hannoy_writer_item_vector(h C.uint64_t, item C.uint32_t, out *C.float, dims C.uint32_t, found *C.int32_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		if err := needPtr(out != nil, "output vector"); err != nil {
+			return err
+		}
+		if int(dims) != wh.w.Dimensions() {
+			return invalid("the output buffer holds %d values but the index has %d dimensions", uint32(dims), wh.w.Dimensions())
+		}
+		return wh.do(func() error {
+			vec, ok, err := wh.w.ItemVector(wh.txn, uint32(item))
+			if ok {
+				copy(unsafe.Slice((*float32)(unsafe.Pointer(out)), int(dims)), vec)
+			}
+			setI32(found, ok)
+			return err
+		})
+	})
+}
+
+//export hannoy_writer_len
+func hannoy_writer_len(h C.uint64_t, n *C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		if err := needPtr(n != nil, "output count"); err != nil {
+			return err
+		}
+		return wh.do(func() error {
+			c, err := wh.w.Len(wh.txn)
+			*n = C.uint64_t(c)
+			return err
+		})
+	})
+}
+
+//export hannoy_writer_build
+func hannoy_writer_build(h C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		return wh.do(func() error {
+			ctx, cancel := newCancelContext()
+			wh.cancelMu.Lock()
+			wh.cancel = cancel
+			wh.cancelMu.Unlock()
+			defer func() {
+				wh.cancelMu.Lock()
+				wh.cancel = nil
+				wh.cancelMu.Unlock()
+				cancel()
+			}()
+			return wh.fatal(wh.w.Build(ctx, wh.txn, wh.opts))
+		})
+	})
+}
+
+//export hannoy_writer_cancel
+func hannoy_writer_cancel(h C.uint64_t) C.int {
+	return guard(nil, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		wh.cancelMu.Lock()
+		defer wh.cancelMu.Unlock()
+		if wh.cancel != nil {
+			wh.cancel()
+		}
+		return nil
+	})
+}
+
+//export hannoy_writer_progress
+func hannoy_writer_progress(h C.uint64_t, phase *C.int32_t, done *C.uint64_t, total *C.uint64_t) C.int {
+	return guard(nil, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		p, d, t := wh.progress.Get()
+		if phase != nil {
+			*phase = C.int32_t(p)
+		}
+		if done != nil {
+			*done = C.uint64_t(d)
+		}
+		if total != nil {
+			*total = C.uint64_t(t)
+		}
+		return nil
+	})
+}
+
+//export hannoy_writer_commit
+func hannoy_writer_commit(h C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		if err := wh.end(true); err != nil && !errors.Is(err, errBusy) {
+			reg.remove(uint64(h))
+			return err
+		} else if err != nil {
+			return err
+		}
+		reg.remove(uint64(h))
+		return nil
+	})
+}
+
+//export hannoy_writer_abort
+func hannoy_writer_abort(h C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		reg.remove(uint64(h))
+		return wh.end(false)
+	})
+}
+
+//export hannoy_reader_open
+func hannoy_reader_open(h C.uint64_t, index C.uint32_t, out *C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		if err := needPtr(out != nil, "output handle"); err != nil {
+			return err
+		}
+		d, err := lookup[*dbHandle](uint64(h), "database")
+		if err != nil {
+			return err
+		}
+		if index > math.MaxUint16 {
+			return invalid("index must be between 0 and 65535, got %d", uint32(index))
+		}
+		rh, err := openReader(d, uint16(index))
+		if err != nil {
+			return err
+		}
+		*out = C.uint64_t(reg.add(rh))
+		return nil
+	})
+}
+
+func readerOf(h C.uint64_t) (*readerHandle, error) { return lookup[*readerHandle](uint64(h), "reader") }
+
+//export hannoy_reader_close
+func hannoy_reader_close(h C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		rh, err := readerOf(h)
+		if err != nil {
+			return err
+		}
+		reg.remove(uint64(h))
+		rh.close()
+		return nil
+	})
+}
+
+//export hannoy_reader_info
+func hannoy_reader_info(h C.uint64_t, out **C.char, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		rh, err := readerOf(h)
+		if err != nil {
+			return err
+		}
+		r := rh.reader
+		var name any
+		if rh.db.name != "" {
+			name = rh.db.name
+		}
+		return jsonOut(out, map[string]any{
+			"index": r.Index(), "metric": r.Metric().String(), "dimensions": r.Dimensions(),
+			"n_items": r.Len(), "entry_points": r.EntryPoints(), "max_level": r.MaxLevel(),
+			"version": r.Version().String(), "path": rh.db.entry.path, "name": name,
+			"threads": rh.snap.Size(), "kernels": core.KernelImpl(),
+		})
+	})
+}
+
+func candidatesOf(c *C.uint32_t, n C.int64_t) (*roaring.Bitmap, error) {
+	if n < 0 {
+		return nil, nil
+	}
+	if n > 0 && c == nil {
+		return nil, invalid("candidates pointer is NULL with %d candidates", int64(n))
+	}
+	bm := roaring.New()
+	if n > 0 {
+		bm.AddMany(unsafe.Slice((*uint32)(unsafe.Pointer(c)), int(n)))
+	}
+	return bm, nil
+}
+
+func searchOptions(k, ef C.uint32_t, cands *C.uint32_t, nc C.int64_t) (core.SearchOptions, error) {
+	if k < 1 {
+		return core.SearchOptions{}, invalid("n must be at least 1, got %d", uint32(k))
+	}
+	bm, err := candidatesOf(cands, nc)
+	return core.SearchOptions{Count: int(k), Ef: int(ef), Candidates: bm}, err
+}
+
+// fillRow writes one query's results into row i of the outputs, padding the rest.
+func fillRow(ids []uint32, dists []float32, k int, i int, res []core.Result) {
+	row := ids[i*k : (i+1)*k]
+	drow := dists[i*k : (i+1)*k]
+	for j := range row {
+		if j < len(res) {
+			row[j], drow[j] = res[j].ID, res[j].Distance
+		} else {
+			row[j], drow[j] = math.MaxUint32, float32(math.Inf(1))
+		}
+	}
+}
+
+//export hannoy_reader_search
+func hannoy_reader_search(h C.uint64_t, queries *C.float, nq C.uint64_t, dims C.uint32_t, k C.uint32_t, ef C.uint32_t,
+	cands *C.uint32_t, nc C.int64_t, threads C.int32_t, ids *C.uint32_t, dists *C.float, counts *C.uint32_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		rh, err := readerOf(h)
+		if err != nil {
+			return err
+		}
+		opts, err := searchOptions(k, ef, cands, nc)
+		if err != nil {
+			return err
+		}
+		if int(dims) != rh.reader.Dimensions() {
+			return fmt.Errorf("queries of %d dimensions for an index of %d: %w", uint32(dims), rh.reader.Dimensions(),
+				&core.DimensionError{Expected: rh.reader.Dimensions(), Received: int(dims)})
+		}
+		if nq == 0 {
+			return nil
+		}
+		if err := needPtr(queries != nil && ids != nil && dists != nil && counts != nil, "queries or an output buffer"); err != nil {
+			return err
+		}
+		if uint64(nq) > math.MaxInt32 || uint64(nq)*uint64(k) > 1<<40 {
+			return invalid("too many queries in one call: %d", uint64(nq))
+		}
+		kk, n := int(k), int(nq)
+		q := unsafe.Slice((*float32)(unsafe.Pointer(queries)), n*int(dims))
+		outIDs := unsafe.Slice((*uint32)(unsafe.Pointer(ids)), n*kk)
+		outD := unsafe.Slice((*float32)(unsafe.Pointer(dists)), n*kk)
+		outC := unsafe.Slice((*uint32)(unsafe.Pointer(counts)), n)
+		fill := func(i int, res []core.Result) {
+			fillRow(outIDs, outD, kk, i, res)
+			outC[i] = uint32(len(res))
+		}
+		if n == 1 {
+			return rh.with(func(txn core.Txn) error {
+				res, err := rh.reader.Search(txn, q, opts)
+				if err == nil {
+					fill(0, res)
+				}
+				return err
+			})
+		}
+		return rh.reader.SearchBatch(rh.snap, q, n, opts, int(threads), fill)
+	})
+}
+
+//export hannoy_reader_search_items
+func hannoy_reader_search_items(h C.uint64_t, items *C.uint32_t, n C.uint64_t, k C.uint32_t, ef C.uint32_t,
+	cands *C.uint32_t, nc C.int64_t, threads C.int32_t, ids *C.uint32_t, dists *C.float, counts *C.int32_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		rh, err := readerOf(h)
+		if err != nil {
+			return err
+		}
+		opts, err := searchOptions(k, ef, cands, nc)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		if err := needPtr(items != nil && ids != nil && dists != nil && counts != nil, "items or an output buffer"); err != nil {
+			return err
+		}
+		if uint64(n) > math.MaxInt32 || uint64(n)*uint64(k) > 1<<40 {
+			return invalid("too many items in one call: %d", uint64(n))
+		}
+		kk, nn := int(k), int(n)
+		its := unsafe.Slice((*uint32)(unsafe.Pointer(items)), nn)
+		outIDs := unsafe.Slice((*uint32)(unsafe.Pointer(ids)), nn*kk)
+		outD := unsafe.Slice((*float32)(unsafe.Pointer(dists)), nn*kk)
+		outC := unsafe.Slice((*int32)(unsafe.Pointer(counts)), nn)
+		return rh.reader.SearchItemBatch(rh.snap, its, opts, int(threads), func(i int, res []core.Result, found bool) {
+			fillRow(outIDs, outD, kk, i, res)
+			if found {
+				outC[i] = int32(len(res))
+			} else {
+				outC[i] = -1
+			}
+		})
+	})
+}
+
+//export hannoy_reader_item_vector
+func hannoy_reader_item_vector(h C.uint64_t, item C.uint32_t, out *C.float, dims C.uint32_t, found *C.int32_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		rh, err := readerOf(h)
+		if err != nil {
+			return err
+		}
+		if err := needPtr(out != nil, "output vector"); err != nil {
+			return err
+		}
+		if int(dims) != rh.reader.Dimensions() {
+			return invalid("the output buffer holds %d values but the index has %d dimensions", uint32(dims), rh.reader.Dimensions())
+		}
+		return rh.with(func(txn core.Txn) error {
+			vec, ok, err := rh.reader.ItemVector(txn, uint32(item))
+			if ok {
+				copy(unsafe.Slice((*float32)(unsafe.Pointer(out)), int(dims)), vec)
+			}
+			setI32(found, ok)
+			return err
+		})
+	})
+}
+
+//export hannoy_reader_contains
+func hannoy_reader_contains(h C.uint64_t, item C.uint32_t, found *C.int32_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		rh, err := readerOf(h)
+		if err != nil {
+			return err
+		}
+		setI32(found, rh.reader.Contains(uint32(item)))
+		return nil
+	})
+}
+
+//export hannoy_reader_len
+func hannoy_reader_len(h C.uint64_t, n *C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		rh, err := readerOf(h)
+		if err != nil {
+			return err
+		}
+		if err := needPtr(n != nil, "output count"); err != nil {
+			return err
+		}
+		*n = C.uint64_t(rh.reader.Len())
+		return nil
+	})
+}
+
+//export hannoy_reader_item_ids
+func hannoy_reader_item_ids(h C.uint64_t, out *C.uint32_t, capacity C.uint64_t, n *C.uint64_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		rh, err := readerOf(h)
+		if err != nil {
+			return err
+		}
+		if err := needPtr(n != nil && (out != nil || capacity == 0), "output buffer or count"); err != nil {
+			return err
+		}
+		ids := rh.reader.ItemIDs()
+		*n = C.uint64_t(ids.GetCardinality())
+		if capacity == 0 {
+			return nil
+		}
+		dst := unsafe.Slice((*uint32)(unsafe.Pointer(out)), int(min(uint64(capacity), ids.GetCardinality())))
+		it := ids.Iterator()
+		for i := range dst {
+			dst[i] = it.Next()
+		}
+		return nil
+	})
+}
+
+func newCancelContext() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}

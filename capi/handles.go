@@ -278,13 +278,7 @@ func openReader(d *dbHandle, index uint16) (*readerHandle, error) {
 	if err != nil {
 		return nil, err
 	}
-	txn, err := snap.Acquire()
-	if err != nil {
-		snap.Close()
-		return nil, err
-	}
-	r, err := core.OpenReader(txn, d.db, index, d.metric)
-	snap.Release(txn)
+	r, err := core.OpenSnapshotReader(snap, d.db, index, d.metric)
 	if err != nil {
 		snap.Close()
 		return nil, err

@@ -627,3 +627,49 @@ func TestLevelDistribution(t *testing.T) {
 		t.Fatalf("items above layer 0: %d, expected about 62500", up)
 	}
 }
+
+func TestSnapshotReaderBatchMatchesSingle(t *testing.T) {
+	env, db := testDB(t)
+	rng := rand.New(rand.NewPCG(17, 18))
+	vecs := randomVectors(rng, 2000, 24)
+	buildItems(t, env, db, 0, Manhattan, 24, vecs, BuildOptions{})
+	snap, err := env.OpenSnapshot(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	r, err := OpenSnapshotReader(snap, db, 0, Manhattan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const nq = 64
+	queries := make([]float32, 0, nq*24)
+	for i := 0; i < nq; i++ {
+		queries = append(queries, randomVectors(rng, 1, 24)[0]...)
+	}
+	got := make([][]Result, nq)
+	opts := SearchOptions{Count: 7, Ef: 50}
+	if err := r.SearchBatch(snap, queries, nq, opts, 3, func(i int, res []Result) { got[i] = res }); err != nil {
+		t.Fatal(err)
+	}
+	txn, _ := snap.Acquire()
+	defer snap.Release(txn)
+	for i := 0; i < nq; i++ {
+		want, err := r.Search(txn, queries[i*24:(i+1)*24], opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got[i], want) {
+			t.Fatalf("query %d: batch %v, single %v", i, got[i], want)
+		}
+	}
+	items := []uint32{0, 5, 99999}
+	err = r.SearchItemBatch(snap, items, opts, 2, func(i int, res []Result, found bool) {
+		if found != (items[i] < 2000) || (found && len(res) != 7) {
+			t.Errorf("item %d: found %v, %d results", items[i], found, len(res))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

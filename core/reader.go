@@ -24,6 +24,30 @@ type Reader struct {
 
 	upper sync.Map // uint64(id)<<8|layer -> []uint32: decoded links of the upper layers
 	state sync.Pool
+	// vecs, for a reader bound to a snapshot, caches where each item value lies in the memory
+	// map: valid as long as the snapshot's transactions are open.
+	vecs *table[vectorRef]
+}
+
+// OpenSnapshotReader opens a reader like OpenReader, with a transaction of snap, and binds it
+// to snap: it then remembers where item vectors lie in LMDB's memory map, which saves a B-tree
+// lookup per distance. Use it only with snap's transactions, and not after snap is closed.
+func OpenSnapshotReader(snap *Snapshot, db *Database, index uint16, metric Metric) (*Reader, error) {
+	txn, err := snap.Acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer snap.Release(txn)
+	r, err := OpenReader(txn, db, index, metric)
+	if err != nil {
+		return nil, err
+	}
+	maxID := uint32(0)
+	if !r.meta.Items.IsEmpty() {
+		maxID = r.meta.Items.Maximum()
+	}
+	r.vecs = newTable[vectorRef](maxID, r.meta.Items.GetCardinality())
+	return r, nil
 }
 
 // OpenReader opens index of db for searching. It fails with ErrMissingMetadata if the index was
@@ -108,12 +132,30 @@ func (r *Reader) ItemVector(txn Txn, item uint32) ([]float32, bool, error) {
 
 // vector returns the value of item (tag, header and vector), or nil if it has none.
 func (r *Reader) vector(txn Txn, item uint32) ([]byte, error) {
+	cache := r.vecs != nil && r.vecs.inRange(item)
+	if cache {
+		if p := r.vecs.get(item); p != nil {
+			if p == &absentVector {
+				return nil, nil
+			}
+			return refBytes(p, r.valueLen), nil
+		}
+	}
 	v, ok, err := get(txn, r.db, ItemKey(r.index, item))
-	if err != nil || !ok {
+	if err != nil {
 		return nil, err
+	}
+	if !ok {
+		if cache {
+			r.vecs.put(item, &absentVector)
+		}
+		return nil, nil
 	}
 	if len(v) != r.valueLen || v[0] != TagItem {
 		return nil, fmt.Errorf("item %d of index %d: %w", item, r.index, corruptf("value of %d bytes with tag %d, expected %d bytes with tag 0", len(v), v[0], r.valueLen))
+	}
+	if cache {
+		r.vecs.put(item, &v[0])
 	}
 	return v, nil
 }

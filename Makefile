@@ -32,7 +32,7 @@ fuzz:
 	done
 
 test-python: install
-	$(PY) -m pytest python/tests -q
+	HANNOY_TEST_INSTALLED=1 HANNOY_REQUIRE_LIBRARY=1 $(PY) -m pytest python/tests -q -ra
 
 venv: $(VENV)/.ready
 $(VENV)/.ready:

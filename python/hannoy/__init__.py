@@ -1,0 +1,67 @@
+"""hannoy: approximate nearest-neighbour search (HNSW) stored on disk in LMDB.
+
+A drop-in for the Python API of the Rust ``hannoy`` package (0.1.3) with a Go engine: the
+same classes, arguments, defaults, distances and files, fewer sharp edges, and more features
+(deletes, candidate filters, by-item search, batch search on every core, progress and Ctrl-C
+for builds, item vectors, ids, stats).
+
+Importing hannoy does not load the engine (``libhannoy.so``): it is loaded on first use, so
+importing before ``fork()`` is safe. A process that used hannoy must not ``fork()`` workers
+that use it too: use ``multiprocessing`` with the "spawn" or "forkserver" start method.
+
+Examples
+--------
+>>> import hannoy
+>>> from hannoy import Metric
+>>> db = hannoy.Database("/tmp/hannoy-example", Metric.COSINE)
+>>> with db.writer(3, m=16, ef=96) as writer:
+...     writer.add_item(0, [1.0, 0.0, 0.0])
+...     writer.add_item(1, [0.0, 1.0, 0.0])
+...     writer.add_item(2, [0.0, 0.0, 1.0])
+>>> reader = db.reader()
+>>> reader.by_vec([0.9, 0.1, 0.0], n=2)      # [(id, distance), ...]
+[(0, 0.0030...), (1, 0.4447...)]
+"""
+
+from ._database import Database
+from ._errors import (  # noqa: F401  (exported, not in __all__)
+    ArgumentTypeError,
+    BuildCancelledError,
+    ClosedError,
+    CorruptDatabaseError,
+    DimensionError,
+    ForkedProcessError,
+    HannoyError,
+    HannoyIOError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidItemError,
+    LibraryNotFoundError,
+    MapFullError,
+    MetricMismatchError,
+    MissingMetadataError,
+    NeedBuildError,
+    ReadersFullError,
+    WriterBusyError,
+)
+from ._metric import Metric
+from ._reader import Reader
+from ._writer import Writer
+
+__version__ = "0.2.0"
+
+__all__ = ["Metric", "Database", "Writer", "Reader"]
+
+
+def library_info() -> dict:
+    """The engine's version information (loads the library): ``version``, ``format`` (the
+    on-disk format, ``"0.1.3"``) and ``kernels`` (the distance kernels in use).
+
+    Examples
+    --------
+    >>> hannoy.library_info()["format"]
+    '0.1.3'
+    """
+    from . import _ffi
+
+    return _ffi.version()

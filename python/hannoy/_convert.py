@@ -1,0 +1,328 @@
+"""Argument validation and conversion to the C types (numpy conventions).
+
+Everything a user passes is checked here, before any call into the library, so that bad input
+gets a clear Python exception that says what was expected and what was received, and changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from ._errors import ArgumentTypeError, DimensionError, InvalidArgumentError, InvalidItemError
+
+MAX_ITEM = 0xFFFFFFFF  # item ids are u32
+MAX_U32 = 0xFFFFFFFF
+MAX_U64 = 0xFFFFFFFFFFFFFFFF
+MAX_INDEX = 0xFFFF  # index ids are u16 in the on-disk key
+
+
+def describe(value: Any, limit: int = 60) -> str:
+    """A short description of a received value for error messages: its type and a repr."""
+    if isinstance(value, np.ndarray):
+        return "array of shape %s and dtype %s" % (tuple(value.shape), value.dtype)
+    r = repr(value)
+    if len(r) > limit:
+        r = r[: limit - 3] + "..."
+    return "%s %s" % (type(value).__name__, r)
+
+
+def _integer(value: Any) -> Optional[int]:
+    """The int value of an int-like (numpy integers, integral finite floats), else None.
+    bool is not an integer here."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        pass
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def as_int(value: Any, what: str, lo: int, hi: int, *, error: type = InvalidArgumentError) -> int:
+    """An integer argument in lo..hi (bools and non-integral floats are rejected)."""
+    i = _integer(value)
+    if i is None:
+        raise ArgumentTypeError("%s must be an integer, got %s" % (what, describe(value)))
+    if i < lo or i > hi:
+        rng = "0..2**64-1" if (lo, hi) == (0, MAX_U64) else "%d..%d" % (lo, hi)
+        raise error("%s must be an integer in %s, got %d" % (what, rng, i))
+    return i
+
+
+def as_item(value: Any, what: str = "item") -> int:
+    """An item id: an integer in 0..2**32-1 (numpy integers and integral floats accepted)."""
+    i = _integer(value)
+    if i is None:
+        raise ArgumentTypeError(
+            "%s must be an integer id in 0..4294967295, got %s" % (what, describe(value))
+        )
+    if i < 0 or i > MAX_ITEM:
+        raise InvalidItemError("%s must be an integer id in 0..4294967295, got %d" % (what, i))
+    return i
+
+
+def is_item(value: Any) -> Optional[int]:
+    """The id if value is a valid item id, else None (for ``in`` tests)."""
+    try:
+        return as_item(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def as_positive(value: Any, what: str, hi: int = MAX_U32) -> int:
+    """An integer in 1..hi."""
+    return as_int(value, what, 1, hi)
+
+
+def as_threads(value: Any, what: str = "threads") -> int:
+    """None -> 0 (every core); else an integer >= 1 (0 or negative also mean every core)."""
+    if value is None:
+        return 0
+    t = as_int(value, what, -(2**31), 2**31 - 1)
+    return t if t > 0 else 0
+
+
+def _to_array(value: Any) -> np.ndarray:
+    """np.asarray that also accepts sets, dict views, iterators and generators."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (set, frozenset)) or not hasattr(value, "__len__"):
+        if not hasattr(value, "__array__") and not hasattr(value, "__array_interface__"):
+            try:
+                value = list(value)
+            except TypeError:
+                pass
+    a = np.asarray(value)
+    if (
+        a.ndim == 0
+        and a.dtype == object
+        and hasattr(value, "__iter__")
+        and not isinstance(value, (str, bytes))
+    ):
+        a = np.asarray(list(value))
+    return a
+
+
+def as_items(value: Any, what: str = "items", allow_empty: bool = True) -> np.ndarray:
+    """A 1-D C-contiguous uint32 array of item ids from any iterable or array of integers."""
+    if isinstance(value, (str, bytes)):
+        raise ArgumentTypeError(
+            "%s must be an iterable or array of integer ids, got %s" % (what, describe(value))
+        )
+    try:
+        a = _to_array(value)
+    except (TypeError, ValueError) as e:
+        raise ArgumentTypeError(
+            "%s must be an iterable or array of integer ids, got %s (%s)"
+            % (what, describe(value), e)
+        ) from None
+    if a.ndim != 1:
+        if a.ndim == 0:
+            raise ArgumentTypeError(
+                "%s must be an iterable or array of integer ids, got %s" % (what, describe(value))
+            )
+        raise InvalidArgumentError(
+            "%s must be a 1-D sequence of integer ids, got an array of shape %s" % (what, a.shape)
+        )
+    if a.size == 0:
+        if not allow_empty:
+            raise InvalidArgumentError("%s must not be empty" % what)
+        return np.empty(0, dtype=np.uint32)
+    kind = a.dtype.kind
+    if kind == "u" or kind == "i":
+        if a.dtype == np.uint32:
+            return np.ascontiguousarray(a)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > MAX_ITEM:
+            bad = lo if lo < 0 else hi
+            raise InvalidItemError("%s must be integer ids in 0..4294967295, got %d" % (what, bad))
+        return np.ascontiguousarray(a, dtype=np.uint32)
+    if kind == "f":
+        fin = np.isfinite(a)
+        safe = np.where(fin, a, 0)
+        ok = fin & (safe == np.floor(safe))
+        if not ok.all():
+            bad = a[~ok][0]
+            raise ArgumentTypeError(
+                "%s must be integer ids, got the non-integral value %r (dtype %s)"
+                % (what, float(bad), a.dtype)
+            )
+        flo, fhi = float(a.min()), float(a.max())
+        if flo < 0 or fhi > MAX_ITEM:
+            fbad = flo if flo < 0 else fhi
+            raise InvalidItemError("%s must be integer ids in 0..4294967295, got %r" % (what, fbad))
+        return np.ascontiguousarray(a, dtype=np.uint32)
+    if kind == "O":
+        out = np.empty(a.shape[0], dtype=np.uint32)
+        for i, x in enumerate(a.tolist()):
+            out[i] = as_item(x, "%s[%d]" % (what, i))
+        return out
+    raise ArgumentTypeError("%s must be integer ids, got an array of dtype %s" % (what, a.dtype))
+
+
+def _float32(value: Any, what: str) -> np.ndarray:
+    """Convert an array-like of numbers to a C-contiguous float32 array (ndim preserved);
+    TypeError for anything that is not made of real numbers."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise ArgumentTypeError(
+            "%s must be a sequence of numbers, got %s" % (what, describe(value))
+        )
+    try:
+        a = value if isinstance(value, np.ndarray) else np.asarray(value)
+    except (TypeError, ValueError) as e:
+        # e.g. ragged nested lists
+        raise InvalidArgumentError(
+            "%s must be a rectangular array of numbers, got %s (%s)" % (what, describe(value), e)
+        ) from None
+    kind = a.dtype.kind
+    if kind == "O":
+        # lists mixing numbers with None / str / other objects: never convert None to NaN
+        bad = next(
+            (x for x in a.flat if x is None or isinstance(x, (str, bytes)) or not np.isrealobj(x)),
+            _NOTHING,
+        )
+        if bad is _NOTHING:
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    return np.asarray(a, dtype=np.float32, order="C")
+            except (TypeError, ValueError):
+                bad = value
+        raise ArgumentTypeError(
+            "%s must contain real numbers convertible to float32, got %s" % (what, describe(bad))
+        )
+    if kind not in "biuf":
+        raise ArgumentTypeError(
+            "%s must contain real numbers convertible to float32, got %s"
+            % (what, describe(a) if isinstance(value, np.ndarray) else describe(value))
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(a, dtype=np.float32, order="C")
+
+
+_NOTHING = object()
+
+
+def _check_finite(a: np.ndarray, what: str) -> None:
+    finite = np.isfinite(a)
+    if not finite.all():
+        where = np.argwhere(~finite)[0]
+        pos = tuple(int(i) for i in where)
+        pos_s = str(pos[0]) if len(pos) == 1 else str(pos)
+        raise InvalidArgumentError(
+            "%s must contain only finite float32 values, got %r at position %s"
+            % (what, float(a[tuple(where)]), pos_s)
+        )
+
+
+def as_vector(value: Any, dims: int, what: str = "vector") -> np.ndarray:
+    """A 1-D C-contiguous finite float32 array of length dims."""
+    a = _float32(value, what)
+    if a.ndim != 1:
+        raise InvalidArgumentError(
+            "%s must be a 1-D sequence of %d numbers, got an array of shape %s"
+            % (what, dims, a.shape)
+        )
+    if a.shape[0] != dims:
+        raise DimensionError(
+            "Invalid vector dimensions. Got %d but expected %d (%s)" % (a.shape[0], dims, what)
+        )
+    _check_finite(a, what)
+    return a
+
+
+def as_matrix(value: Any, dims: int, what: str = "vectors") -> np.ndarray:
+    """A 2-D C-contiguous finite float32 array with dims columns."""
+    a = _float32(value, what)
+    if a.ndim != 2:
+        raise InvalidArgumentError(
+            "%s must be a 2-D array of shape (n, %d), got an array of shape %s"
+            % (what, dims, a.shape)
+        )
+    if a.shape[1] != dims:
+        raise DimensionError(
+            "Invalid vector dimensions. Got %d but expected %d (%s has shape %s)"
+            % (a.shape[1], dims, what, a.shape)
+        )
+    _check_finite(a, what)
+    return a
+
+
+def as_queries(value: Any, dims: int, what: str = "array") -> Tuple[np.ndarray, bool]:
+    """1-D or 2-D float32 queries -> (2-D C-contiguous array, was_1d)."""
+    a = _float32(value, what)
+    if a.ndim not in (1, 2):
+        raise InvalidArgumentError(
+            "by_array requires a 1D or 2D array, got %dD (shape %s)" % (a.ndim, a.shape)
+        )
+    was_1d = a.ndim == 1
+    if was_1d:
+        a = a.reshape(1, -1)
+    if a.shape[1] != dims:
+        raise DimensionError(
+            "Invalid vector dimensions. Got %d but expected %d (%s has shape %s)"
+            % (a.shape[1], dims, what, a.shape[1:] if was_1d else a.shape)
+        )
+    _check_finite(a[0] if was_1d else a, what)
+    return a, was_1d
+
+
+def as_candidates(value: Any) -> Optional[np.ndarray]:
+    """None -> None (no filter), else a uint32 array of ids (duplicates allowed)."""
+    if value is None:
+        return None
+    return as_items(value, "candidates")
+
+
+def check_out(out: Any, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
+    """Validate the ``out=(ids, distances)`` buffers of by_array."""
+    if not isinstance(out, (tuple, list)):
+        raise ArgumentTypeError(
+            "out must be a tuple (ids, distances) of numpy arrays, got %s" % describe(out)
+        )
+    if len(out) != 2:
+        raise InvalidArgumentError(
+            "expected tuple of length 2, but got %s of length %d (out must be (ids, distances))"
+            % (type(out).__name__, len(out))
+        )
+    names = ("ids", "distances")
+    dtypes = (np.dtype(np.uint32), np.dtype(np.float32))
+    for i, (arr, name, dt) in enumerate(zip(out, names, dtypes)):
+        if not isinstance(arr, np.ndarray):
+            raise ArgumentTypeError(
+                "out[%d] (%s) must be a numpy array of dtype %s, got %s"
+                % (i, name, dt, describe(arr))
+            )
+        if arr.dtype != dt:
+            raise ArgumentTypeError(
+                "out[%d] (%s) must have dtype %s, got %s" % (i, name, dt, arr.dtype)
+            )
+        if tuple(arr.shape) != tuple(shape):
+            raise InvalidArgumentError(
+                "out[%d] (%s) must have shape %s, got %s" % (i, name, list(shape), list(arr.shape))
+            )
+        if not arr.flags.c_contiguous:
+            raise InvalidArgumentError(
+                "out[%d] (%s) must be C-contiguous, got a non-contiguous array "
+                "(use np.empty(%s, dtype=np.%s))" % (i, name, tuple(shape), dt)
+            )
+        if not arr.flags.writeable:
+            raise ArgumentTypeError(
+                "The given array is not writeable: out[%d] (%s) must be a writeable array"
+                % (i, name)
+            )
+    return out[0], out[1]
+
+
+def as_bool_or_callable(value: Any, what: str) -> Any:
+    if value is None or isinstance(value, bool) or callable(value):
+        return value
+    raise ArgumentTypeError(
+        "%s must be True, False, None or a callable(phase, done, total), got %s"
+        % (what, describe(value))
+    )

@@ -1,0 +1,742 @@
+"""Reader: searches one built index, on one consistent snapshot."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from . import _ffi
+from ._convert import (
+    MAX_INDEX,
+    as_candidates,
+    as_int,
+    as_item,
+    as_items,
+    as_positive,
+    as_queries,
+    as_threads,
+    as_vector,
+    check_out,
+    describe,
+    is_item,
+)
+from ._errors import HannoyError, InternalError
+from ._handle import SharedHandle
+from ._metric import Metric
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._database import Database
+
+__all__ = ["Reader"]
+
+Neighbours = List[Tuple[int, float]]
+
+_ONE_U32 = np.zeros(1, dtype=np.uint32)  # a valid pointer for empty candidate lists
+_MAX_U32 = 0xFFFFFFFF
+_F32 = np.dtype(np.float32)
+_add_reduce = np.add.reduce  # sum: NaN/inf in, non-finite out (overflow: checked again exactly)
+_local = threading.local()
+
+
+class _Scratch:
+    """Per-thread buffers (and their cffi pointers) for single searches: no allocation per call."""
+
+    __slots__ = (
+        "key", "query", "p_query", "item", "p_item", "ids", "p_ids", "dists", "p_dists",
+        "counts", "p_counts", "icounts", "p_icounts", "err",
+    )  # fmt: skip
+
+    def __init__(self, dims: int, k: int) -> None:
+        ffi = _ffi.ffi()
+        self.key = (dims, k)
+        self.query = np.empty(dims, dtype=np.float32)
+        self.item = np.empty(1, dtype=np.uint32)
+        self.ids = np.empty(k, dtype=np.uint32)
+        self.dists = np.empty(k, dtype=np.float32)
+        self.counts = np.zeros(1, dtype=np.uint32)
+        self.icounts = np.zeros(1, dtype=np.int32)
+        self.p_query = ffi.from_buffer("float[]", self.query)
+        self.p_item = ffi.from_buffer("uint32_t[]", self.item)
+        self.p_ids = ffi.from_buffer("uint32_t[]", self.ids)
+        self.p_dists = ffi.from_buffer("float[]", self.dists)
+        self.p_counts = ffi.from_buffer("uint32_t[]", self.counts)
+        self.p_icounts = ffi.from_buffer("int32_t[]", self.icounts)
+        self.err = ffi.new("char **")
+
+
+def _scratch(dims: int, k: int) -> _Scratch:
+    s = getattr(_local, "scratch", None)
+    if s is None or s.key != (dims, k):
+        s = _local.scratch = _Scratch(dims, k)
+    return s
+
+
+def _metric_from_info(value: Any, fallback: Metric) -> Metric:
+    if isinstance(value, str):
+        try:
+            return Metric(value)  # type: ignore[arg-type]  # _missing_ accepts names
+        except ValueError:
+            return fallback
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return Metric(value)
+        except ValueError:
+            return fallback
+    return fallback
+
+
+def _check_buffers(
+    shape_ok: bool, rows: int, k: int, ids: np.ndarray, dists: np.ndarray, counts: np.ndarray
+) -> None:
+    # The library writes rows*k results and rows counts: never hand it smaller buffers.
+    if not (
+        shape_ok
+        and ids.size >= rows * k
+        and dists.size >= rows * k
+        and counts.size >= rows
+        and ids.flags.c_contiguous
+        and dists.flags.c_contiguous
+        and counts.flags.c_contiguous
+    ):  # pragma: no cover - an internal error, never a user error
+        raise InternalError(
+            "internal error: search buffers do not match %d rows of %d results" % (rows, k)
+        )
+
+
+class Reader:
+    """Searches one built index of a :class:`Database`.
+
+    Obtain one with :meth:`Database.reader`. A reader sees the snapshot of the moment it was
+    opened (later commits are invisible to it: open a new reader to see them) and may be used
+    by many threads at once; every search releases the GIL. Close it (or use ``with``) to
+    release its snapshot.
+
+    Distances are those of upstream hannoy: squared L2 for euclidean, ``(1 - cos) / 2`` for
+    cosine, L1 for manhattan, see :class:`Metric`. Results are ascending by
+    ``(distance, id)``.
+
+    Parameters
+    ----------
+    database : Database
+        The database to read.
+    index : int, default 0
+        The index in the database (0..65535).
+
+    Raises
+    ------
+    MissingMetadataError
+        The index was never built (a :class:`RuntimeError`).
+    NeedBuildError
+        Changes were committed without a build.
+    MetricMismatchError
+        The index is stored with another metric than the database was opened with.
+
+    Examples
+    --------
+    >>> import hannoy
+    >>> db = hannoy.Database("/tmp/hannoy-example")
+    >>> with db.reader() as r:
+    ...     r.by_vec([0.0, 1.0, 0.0], n=2)
+    [(1, 0.0), (0, 2.0)]
+    """
+
+    def __init__(self, database: "Database", index: int = 0) -> None:
+        self._h: Optional[SharedHandle] = None
+        dbh = getattr(database, "_h", None)
+        if dbh is None:
+            raise TypeError("database must be a hannoy.Database, got %s" % describe(database))
+        self._db = database
+        self._index = as_int(index, "index", 0, MAX_INDEX)
+        ffi = _ffi.ffi()
+        lib = _ffi.lib()
+        out = ffi.new("uint64_t *")
+        err = ffi.new("char **")
+        value = dbh.enter()
+        try:
+            rc = lib.hannoy_reader_open(value, self._index, out, err)
+        finally:
+            dbh.exit()
+        _ffi.check(rc, err)
+        self._h = SharedHandle("reader", int(out[0]), "hannoy_reader_close", dbh)
+        self._finalizer = weakref.finalize(self, self._h.finalize)
+        try:
+            info = self._info()
+            self._dimensions = int(info["dimensions"])
+            self._metric = _metric_from_info(info.get("metric"), database.metric)
+            self._n_items = self._len()  # the snapshot's item count never changes
+        except BaseException:
+            self._h.close()
+            raise
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def database(self) -> "Database":
+        """The :class:`Database` this reader reads."""
+        return self._db
+
+    @property
+    def index(self) -> int:
+        """The index (0..65535) this reader searches."""
+        return self._index
+
+    @property
+    def dimensions(self) -> int:
+        """Number of dimensions of the index's vectors.
+
+        Examples
+        --------
+        >>> db.reader().dimensions
+        3
+        """
+        return self._dimensions
+
+    @property
+    def metric(self) -> Metric:
+        """The index's :class:`Metric`.
+
+        Examples
+        --------
+        >>> db.reader().metric
+        Metric.EUCLIDEAN
+        """
+        return self._metric
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._h is None or not self._h.is_open
+
+    # -- searches --------------------------------------------------------------------------
+
+    def _k(self, n: int) -> int:
+        # results can never outnumber the items: no need for bigger buffers
+        return max(1, min(n, self._n_items))
+
+    def _search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        ef: int,
+        cand: Optional[np.ndarray],
+        threads: int,
+        ids: np.ndarray,
+        dists: np.ndarray,
+        counts: np.ndarray,
+    ) -> None:
+        nq = queries.shape[0]
+        _check_buffers(
+            queries.ndim == 2 and queries.shape[1] == self._dimensions, nq, k, ids, dists, counts
+        )
+        ffi = _ffi.ffi()
+        lib = _ffi.lib()
+        if cand is None:
+            cptr, ncand = ffi.NULL, -1
+        else:
+            cptr, ncand = self._candidates_ptr(cand)
+        err = ffi.new("char **")
+        h = self._handle()
+        value = h.enter()
+        try:
+            rc = lib.hannoy_reader_search(
+                value,
+                ffi.from_buffer("float[]", queries),
+                queries.shape[0],
+                self._dimensions,
+                k,
+                ef,
+                cptr,
+                ncand,
+                threads,
+                ffi.from_buffer("uint32_t[]", ids, require_writable=True),
+                ffi.from_buffer("float[]", dists, require_writable=True),
+                ffi.from_buffer("uint32_t[]", counts, require_writable=True),
+                err,
+            )
+        finally:
+            h.exit()
+        _ffi.check(rc, err)
+
+    def _search_items(
+        self,
+        items: np.ndarray,
+        k: int,
+        ef: int,
+        cand: Optional[np.ndarray],
+        threads: int,
+        ids: np.ndarray,
+        dists: np.ndarray,
+        counts: np.ndarray,
+    ) -> None:
+        _check_buffers(items.ndim == 1, items.shape[0], k, ids, dists, counts)
+        ffi = _ffi.ffi()
+        lib = _ffi.lib()
+        if cand is None:
+            cptr, ncand = ffi.NULL, -1
+        else:
+            cptr, ncand = self._candidates_ptr(cand)
+        err = ffi.new("char **")
+        h = self._handle()
+        value = h.enter()
+        try:
+            rc = lib.hannoy_reader_search_items(
+                value,
+                ffi.from_buffer("uint32_t[]", items),
+                items.shape[0],
+                k,
+                ef,
+                cptr,
+                ncand,
+                threads,
+                ffi.from_buffer("uint32_t[]", ids, require_writable=True),
+                ffi.from_buffer("float[]", dists, require_writable=True),
+                ffi.from_buffer("int32_t[]", counts, require_writable=True),
+                err,
+            )
+        finally:
+            h.exit()
+        _ffi.check(rc, err)
+
+    @staticmethod
+    def _candidates_ptr(cand: np.ndarray) -> Tuple[Any, int]:
+        ffi = _ffi.ffi()
+        return ffi.from_buffer("uint32_t[]", cand if cand.size else _ONE_U32), int(cand.size)
+
+    @staticmethod
+    def _row(ids: np.ndarray, dists: np.ndarray, count: int) -> Neighbours:
+        return list(zip(ids[:count].tolist(), dists[:count].tolist()))
+
+    def by_vec(
+        self,
+        query: Any,
+        n: int = 10,
+        ef_search: int = 200,
+        *,
+        candidates: Any = None,
+    ) -> Neighbours:
+        """The ``n`` nearest items to a vector.
+
+        Parameters
+        ----------
+        query : array-like of float
+            ``dimensions`` finite numbers.
+        n : int, default 10
+            Number of neighbours (>= 1). Fewer come back when the index (or the candidate
+            set) holds fewer items.
+        ef_search : int, default 200
+            Size of the search's candidate list (>= 1): larger is slower and more accurate.
+        candidates : iterable or array of int, optional
+            Only these item ids may be returned.
+
+        Returns
+        -------
+        list of (int, float)
+            ``(item id, distance)`` pairs, ascending by distance (ties by id).
+
+        Examples
+        --------
+        >>> reader.by_vec([0.0, 1.0, 0.0], n=2)
+        [(1, 0.0), (0, 2.0)]
+        >>> reader.by_vec([0.0, 1.0, 0.0], n=2, candidates=[0, 2])
+        [(0, 2.0), (2, 2.0)]
+        """
+        # The hot path of single-query loops: per-thread scratch buffers with cached pointers,
+        # fast checks for the common argument types, one C call.
+        dims = self._dimensions
+        if not (type(n) is int and 0 < n <= _MAX_U32):
+            n = as_positive(n, "n")
+        if not (type(ef_search) is int and 0 < ef_search <= _MAX_U32):
+            ef_search = as_positive(ef_search, "ef_search")
+        k = n if n < self._n_items else (self._n_items or 1)
+        s = _scratch(dims, k)
+        if type(query) is np.ndarray and query.dtype == _F32 and query.shape == (dims,):
+            np.copyto(s.query, query)
+            if not math.isfinite(_add_reduce(s.query)):
+                as_vector(query, dims, "query")  # raises with the position of the bad value
+        else:
+            np.copyto(s.query, as_vector(query, dims, "query"))
+        if candidates is None:
+            cptr, ncand = _ffi.ffi().NULL, -1
+        else:
+            cptr, ncand = self._candidates_ptr(as_items(candidates, "candidates"))
+        lib = _ffi.lib()
+        h = self._handle()
+        value = h.enter()
+        try:
+            rc = lib.hannoy_reader_search(
+                value, s.p_query, 1, dims, k, ef_search, cptr, ncand, 1,
+                s.p_ids, s.p_dists, s.p_counts, s.err,
+            )  # fmt: skip
+        finally:
+            h.exit()
+        if rc:
+            _ffi.check(rc, s.err)
+        c = int(s.counts[0])
+        return list(zip(s.ids[:c].tolist(), s.dists[:c].tolist()))
+
+    def by_item(
+        self,
+        item: int,
+        n: int = 10,
+        ef_search: int = 200,
+        *,
+        candidates: Any = None,
+    ) -> Optional[Neighbours]:
+        """The ``n`` nearest items to a stored item (never the item itself).
+
+        Parameters
+        ----------
+        item : int
+            The id of a stored item.
+        n, ef_search, candidates
+            As in :meth:`by_vec`.
+
+        Returns
+        -------
+        list of (int, float) or None
+            None when the item is not in the index.
+
+        Examples
+        --------
+        >>> reader.by_item(0, n=2)
+        [(1, 2.0), (2, 2.0)]
+        >>> reader.by_item(12345) is None
+        True
+        """
+        if not (type(item) is int and 0 <= item <= _MAX_U32):
+            item = as_item(item)
+        if not (type(n) is int and 0 < n <= _MAX_U32):
+            n = as_positive(n, "n")
+        if not (type(ef_search) is int and 0 < ef_search <= _MAX_U32):
+            ef_search = as_positive(ef_search, "ef_search")
+        k = n if n < self._n_items else (self._n_items or 1)
+        s = _scratch(self._dimensions, k)
+        s.item[0] = item
+        if candidates is None:
+            cptr, ncand = _ffi.ffi().NULL, -1
+        else:
+            cptr, ncand = self._candidates_ptr(as_items(candidates, "candidates"))
+        lib = _ffi.lib()
+        h = self._handle()
+        value = h.enter()
+        try:
+            rc = lib.hannoy_reader_search_items(
+                value, s.p_item, 1, k, ef_search, cptr, ncand, 1,
+                s.p_ids, s.p_dists, s.p_icounts, s.err,
+            )  # fmt: skip
+        finally:
+            h.exit()
+        if rc:
+            _ffi.check(rc, s.err)
+        c = int(s.icounts[0])
+        if c < 0:
+            return None
+        return list(zip(s.ids[:c].tolist(), s.dists[:c].tolist()))
+
+    def by_items(
+        self,
+        items: Any,
+        n: int = 10,
+        ef_search: int = 200,
+        *,
+        candidates: Any = None,
+        threads: Optional[int] = None,
+    ) -> List[Optional[Neighbours]]:
+        """:meth:`by_item` for many items at once, searched in parallel.
+
+        Parameters
+        ----------
+        items : iterable or array of int
+            Item ids (absent ones give None in the result).
+        n, ef_search, candidates
+            As in :meth:`by_vec`.
+        threads : int, optional
+            Threads used (default: every core).
+
+        Returns
+        -------
+        list of (list of (int, float) or None)
+            One entry per item, in order.
+
+        Examples
+        --------
+        >>> reader.by_items([0, 999], n=1)
+        [[(1, 2.0)], None]
+        """
+        ids_in = as_items(items, "items")
+        n = as_positive(n, "n")
+        ef = as_positive(ef_search, "ef_search")
+        cand = as_candidates(candidates)
+        t = as_threads(threads)
+        m = ids_in.shape[0]
+        if m == 0:
+            self._live()
+            return []
+        k = self._k(n)
+        ids = np.empty((m, k), dtype=np.uint32)
+        dists = np.empty((m, k), dtype=np.float32)
+        counts = np.zeros(m, dtype=np.int32)
+        self._search_items(ids_in, k, ef, cand, t, ids, dists, counts)
+        out: List[Optional[Neighbours]] = []
+        for row in range(m):
+            c = int(counts[row])
+            out.append(None if c < 0 else self._row(ids[row], dists[row], c))
+        return out
+
+    def by_array(
+        self,
+        array: Any,
+        n: int = 10,
+        ef_search: int = 200,
+        out: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+        *,
+        candidates: Any = None,
+        threads: Optional[int] = None,
+    ) -> Any:
+        """Search with one query (1-D) or many queries (2-D, searched on every core).
+
+        Parameters
+        ----------
+        array : array-like, shape (dimensions,) or (rows, dimensions)
+            The queries (converted to float32).
+        n, ef_search, candidates
+            As in :meth:`by_vec`.
+        out : (numpy.ndarray, numpy.ndarray), optional
+            ``(ids, distances)`` buffers, uint32 and float32, C-contiguous and writeable, of
+            shape ``(n,)`` for a 1-D query or ``(rows, n)`` for 2-D queries. They are filled in
+            place; the slots after the results are padded with 4294967295 and +inf.
+        threads : int, optional
+            Threads for 2-D queries (default: every core).
+
+        Returns
+        -------
+        list or None
+            1-D: a list of ``(id, distance)``; 2-D: a list of such lists; None with ``out=``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> queries = np.eye(3, dtype=np.float32)
+        >>> reader.by_array(queries, n=1)
+        [[(0, 0.0)], [(1, 0.0)], [(2, 0.0)]]
+        >>> ids = np.empty((3, 5), dtype=np.uint32)
+        >>> dists = np.empty((3, 5), dtype=np.float32)
+        >>> reader.by_array(queries, n=5, out=(ids, dists))
+        >>> ids[0]
+        array([         0,          1,          2, 4294967295, 4294967295], dtype=uint32)
+        """
+        queries, was_1d = as_queries(array, self._dimensions, "array")
+        n = as_positive(n, "n")
+        ef = as_positive(ef_search, "ef_search")
+        rows = queries.shape[0]
+        if out is not None:
+            shape: Tuple[int, ...] = (n,) if was_1d else (rows, n)
+            ids, dists = check_out(out, shape)
+        cand = as_candidates(candidates)
+        t = 1 if was_1d else as_threads(threads)
+        if rows == 0:
+            self._live()
+            return None if out is not None else []
+        if out is not None:
+            counts = np.zeros(rows, dtype=np.uint32)
+            self._search(queries, n, ef, cand, t, ids, dists, counts)
+            return None
+        k = self._k(n)
+        ids = np.empty((rows, k), dtype=np.uint32)
+        dists = np.empty((rows, k), dtype=np.float32)
+        counts = np.zeros(rows, dtype=np.uint32)
+        self._search(queries, k, ef, cand, t, ids, dists, counts)
+        if was_1d:
+            return self._row(ids[0], dists[0], int(counts[0]))
+        return [self._row(ids[r], dists[r], int(counts[r])) for r in range(rows)]
+
+    # -- items -----------------------------------------------------------------------------
+
+    def item_vector(self, item: int) -> Optional[np.ndarray]:
+        """The stored vector of an item (float32, shape ``(dimensions,)``), or None.
+
+        Binary metrics store bits: their vectors come back as 1.0 / 0.0 (hamming) or
+        +1.0 / -1.0 (binary quantized).
+
+        Examples
+        --------
+        >>> reader.item_vector(1)
+        array([0., 1., 0.], dtype=float32)
+        """
+        item = as_item(item)
+        buf = np.empty(self._dimensions, dtype=np.float32)
+        ffi = _ffi.ffi()
+        found = ffi.new("int32_t *")
+        err = ffi.new("char **")
+        h = self._handle()
+        value = h.enter()
+        try:
+            rc = _ffi.lib().hannoy_reader_item_vector(
+                value, item, ffi.from_buffer("float[]", buf), self._dimensions, found, err
+            )
+        finally:
+            h.exit()
+        _ffi.check(rc, err)
+        return buf if found[0] else None
+
+    def __contains__(self, item: object) -> bool:
+        """``item in reader``: whether the item is in this index (False for non-ids)."""
+        i = is_item(item)
+        if i is None:
+            return False
+        ffi = _ffi.ffi()
+        found = ffi.new("int32_t *")
+        err = ffi.new("char **")
+        h = self._handle()
+        value = h.enter()
+        try:
+            rc = _ffi.lib().hannoy_reader_contains(value, i, found, err)
+        finally:
+            h.exit()
+        _ffi.check(rc, err)
+        return bool(found[0])
+
+    def _len(self) -> int:
+        ffi = _ffi.ffi()
+        n = ffi.new("uint64_t *")
+        err = ffi.new("char **")
+        h = self._handle()
+        value = h.enter()
+        try:
+            rc = _ffi.lib().hannoy_reader_len(value, n, err)
+        finally:
+            h.exit()
+        _ffi.check(rc, err)
+        return int(n[0])
+
+    def __len__(self) -> int:
+        """Number of items in the index.
+
+        Examples
+        --------
+        >>> len(reader)
+        3
+        """
+        return self._len()
+
+    def item_ids(self) -> np.ndarray:
+        """Every item id of the index, ascending (uint32 array).
+
+        Examples
+        --------
+        >>> reader.item_ids()
+        array([0, 1, 2], dtype=uint32)
+        """
+        ffi = _ffi.ffi()
+        cap = self._n_items
+        while True:
+            buf = np.empty(max(cap, 1), dtype=np.uint32)
+            n = ffi.new("uint64_t *")
+            err = ffi.new("char **")
+            h = self._handle()
+            value = h.enter()
+            try:
+                rc = _ffi.lib().hannoy_reader_item_ids(
+                    value, ffi.from_buffer("uint32_t[]", buf, require_writable=True), cap, n, err
+                )
+            finally:
+                h.exit()
+            _ffi.check(rc, err)
+            total = int(n[0])
+            if total <= cap:
+                return buf[:total].copy() if total < buf.shape[0] else buf
+            cap = total
+
+    # -- information -----------------------------------------------------------------------
+
+    def _info(self) -> Dict[str, Any]:
+        ffi = _ffi.ffi()
+        out = ffi.new("char **")
+        err = ffi.new("char **")
+        h = self._handle()
+        value = h.enter()
+        try:
+            rc = _ffi.lib().hannoy_reader_info(value, out, err)
+        finally:
+            h.exit()
+        _ffi.check(rc, err)
+        text = _ffi.take_string(out[0])
+        try:
+            info = json.loads(text or "{}")
+        except ValueError as e:
+            raise HannoyError(
+                "expected JSON from hannoy_reader_info, got %r (%s)" % (text, e)
+            ) from None
+        if not isinstance(info, dict):
+            raise HannoyError("expected a JSON object from hannoy_reader_info, got %r" % (text,))
+        return info
+
+    def stats(self) -> Dict[str, Any]:
+        """Facts about the index, for humans and dashboards.
+
+        Keys include ``index``, ``metric``, ``dimensions``, ``n_items``, ``entry_points``,
+        ``max_level``, ``version`` (the format), ``path`` and ``name`` (from the library), plus
+        ``library`` (the library's version and distance kernels).
+
+        Examples
+        --------
+        >>> reader.stats()["n_items"]
+        3
+        """
+        info = self._info()
+        try:
+            info.setdefault("library", _ffi.version())
+        except HannoyError:  # pragma: no cover
+            pass
+        return info
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the reader's snapshot. Idempotent; searches afterwards raise
+        :class:`~hannoy.ClosedError`.
+
+        Examples
+        --------
+        >>> r = db.reader()
+        >>> r.close()
+        """
+        if self._h is not None:
+            self._h.close()
+
+    def __enter__(self) -> "Reader":
+        self._live()
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        self.close()
+
+    def _handle(self) -> SharedHandle:
+        if self._h is None:  # pragma: no cover
+            raise HannoyError("this reader was never opened")
+        return self._h
+
+    def _live(self) -> None:
+        h = self._handle()
+        h.enter()
+        h.exit()
+
+    def __reduce__(self) -> Any:
+        # Pickling reopens the index by path in the other process (e.g. multiprocessing
+        # with "spawn"): that reader sees the latest commit, not this reader's snapshot.
+        return (Reader, (self._db, self._index))
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<hannoy.Reader index=%d closed>" % self._index
+        return "<hannoy.Reader index=%d metric=%s dimensions=%d items=%d>" % (
+            self._index,
+            self._metric,
+            self._dimensions,
+            self._n_items,
+        )

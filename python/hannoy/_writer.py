@@ -1,0 +1,651 @@
+"""Writer: one write transaction on one index of a database."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _ffi
+from ._convert import (
+    MAX_INDEX,
+    MAX_U32,
+    MAX_U64,
+    as_bool_or_callable,
+    as_int,
+    as_item,
+    as_items,
+    as_matrix,
+    as_threads,
+    as_vector,
+    describe,
+    is_item,
+)
+from ._errors import InvalidArgumentError, error_for_status
+from ._handle import WriterHandle
+from ._metric import Metric
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._database import Database
+
+__all__ = ["Writer", "PHASES"]
+
+#: Names of the build phases reported by ``hannoy_writer_progress`` (index = phase code).
+PHASES: Tuple[str, ...] = (
+    "idle",
+    "retrieving updated items",
+    "repairing deleted links",
+    "inserting items",
+    "writing links",
+    "writing metadata",
+    "done",
+)
+
+ProgressCallback = Callable[[str, int, int], Any]
+
+# Writers opened by each thread, for Database.commit_rw_txn() / abort_rw_txn().
+_local = threading.local()
+
+_POLL_SECONDS = 0.1
+
+
+def _thread_writers() -> List["weakref.ref[Writer]"]:
+    lst = getattr(_local, "writers", None)
+    if lst is None:
+        lst = _local.writers = []
+    return lst
+
+
+def end_thread_writers(how: str) -> bool:
+    """Commit (how="commit") or abort every open writer created by the calling thread.
+
+    Returns False when there was none. Every writer is ended; the first error is raised after.
+    """
+    refs = _thread_writers()
+    writers = [w for w in (r() for r in refs) if w is not None and not w.closed]
+    refs.clear()
+    first: Optional[BaseException] = None
+    for w in writers:
+        try:
+            if how == "commit":
+                w.commit()
+            else:
+                w.abort()
+        except Exception as e:  # keep ending the others
+            if first is None:
+                first = e
+    if first is not None:
+        raise first
+    return bool(writers)
+
+
+class _Progress:
+    """Polls hannoy_writer_progress and reports to a callable and/or a tqdm bar."""
+
+    def __init__(self, spec: Union[None, bool, ProgressCallback]) -> None:
+        self.callback: Optional[ProgressCallback] = spec if callable(spec) else None
+        self.bar_wanted = spec is True
+        self.bar: Any = None
+        self.tqdm: Any = None
+        self.last: Optional[Tuple[str, int, int]] = None
+        if self.bar_wanted:
+            try:
+                from tqdm.auto import tqdm  # optional dependency: pip install hannoy[progress]
+            except Exception:  # tqdm missing (or broken): silently no bar
+                self.bar_wanted = False
+            else:
+                self.tqdm = tqdm
+        self.active = self.callback is not None or self.bar_wanted
+        self._buf: Any = None
+
+    def poll(self, lib: Any, handle: int) -> None:
+        if not self.active:
+            return
+        if self._buf is None:
+            ffi = _ffi.ffi()
+            self._buf = (ffi.new("int32_t *"), ffi.new("uint64_t *"), ffi.new("uint64_t *"))
+        phase, done, total = self._buf
+        if lib.hannoy_writer_progress(handle, phase, done, total) != 0:
+            return
+        p = int(phase[0])
+        name = PHASES[p] if 0 <= p < len(PHASES) else "phase %d" % p
+        self.report(name, int(done[0]), int(total[0]))
+
+    def report(self, name: str, done: int, total: int) -> None:
+        state = (name, done, total)
+        if state == self.last:
+            return
+        previous = self.last
+        self.last = state
+        if self.bar_wanted and name != "idle":
+            if self.bar is None:
+                self.bar = self.tqdm(total=total or None, desc=name, unit="item", leave=True)
+            elif previous is not None and previous[0] != name:
+                self.bar.reset(total=total or None)
+                self.bar.set_description(name, refresh=False)
+            elif total and self.bar.total != total:
+                self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+        if self.callback is not None:
+            self.callback(name, done, total)
+
+    def finish(self) -> None:
+        if not self.active:
+            return
+        if self.last is None or self.last[0] != "done":
+            done, total = (self.last[1], self.last[2]) if self.last else (0, 0)
+            if total and done < total:
+                done = total
+            self.report("done", done, total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            try:
+                self.bar.close()
+            finally:
+                self.bar = None
+
+
+def _wait(done: threading.Event) -> None:
+    """Wait for the build thread, ignoring further KeyboardInterrupts (a cancel is under way).
+
+    The wait uses an Event, never Thread.join: a KeyboardInterrupt raised inside
+    Thread.join(timeout) can mark a thread that is still running as stopped (CPython 3.11,
+    bpo-45274's fix), and hannoy must not call the writer again while its build is running.
+    """
+    while True:
+        try:
+            if done.wait(_POLL_SECONDS):
+                return
+        except KeyboardInterrupt:
+            pass
+
+
+class Writer:
+    """A write transaction on one index of a :class:`Database`.
+
+    Obtain one with :meth:`Database.writer`. The write transaction begins when the writer is
+    created (this waits while another writer, in any thread or process, holds the database's
+    write lock) and ends with :meth:`commit` or :meth:`abort`. Used as a context manager, the
+    writer builds (if needed) and commits on a clean exit, and aborts when the block raises:
+    nothing written in the block persists and the exception propagates.
+
+    A writer may be used from any thread, one call at a time (calls from several threads are
+    serialised). It sees its own uncommitted changes; readers see the last commit.
+
+    Parameters
+    ----------
+    database : Database
+        The database to write to.
+    dimensions : int
+        Number of dimensions of the vectors (>= 1).
+    index : int, default 0
+        The index in the database (0..65535); one database holds many independent indexes.
+    m : int, default 16
+        HNSW links per node on the upper layers (>= 2).
+    ef : int, default 96
+        ``ef_construction``: the size of the candidate list during the build (>= 1).
+    m0 : int, optional
+        Links per node on layer 0 (>= m); default ``2 * m``.
+    seed : int, optional
+        Seed of the level generator: with ``threads=1`` builds are reproducible.
+    progress : bool or callable, optional
+        ``True`` shows a tqdm progress bar during builds (when tqdm is installed); a callable
+        receives ``(phase: str, done: int, total: int)`` while building (raising from it
+        cancels the build like Ctrl-C).
+    threads : int, optional
+        Threads used by the build; default every core.
+
+    Examples
+    --------
+    >>> import hannoy, numpy as np
+    >>> db = hannoy.Database("/tmp/hannoy-example", hannoy.Metric.EUCLIDEAN)
+    >>> with db.writer(3, m=4, ef=10) as w:
+    ...     w.add_item(0, [1.0, 0.0, 0.0])
+    ...     w.add_items([1, 2], np.eye(3, dtype=np.float32)[1:])
+    >>> db.reader().by_vec([0.0, 1.0, 0.0], n=1)
+    [(1, 0.0)]
+
+    Without ``with``:
+
+    >>> w = db.writer(3, seed=7, threads=1)
+    >>> w.del_item(2)
+    True
+    >>> w.build()
+    >>> w.commit()
+    """
+
+    def __init__(
+        self,
+        database: "Database",
+        dimensions: int,
+        index: int = 0,
+        m: int = 16,
+        ef: int = 96,
+        *,
+        m0: Optional[int] = None,
+        seed: Optional[int] = None,
+        progress: Union[None, bool, ProgressCallback] = None,
+        threads: Optional[int] = None,
+    ) -> None:
+        self._h: Optional[WriterHandle] = None
+        dbh = getattr(database, "_h", None)
+        if dbh is None:
+            raise TypeError("database must be a hannoy.Database, got %s" % describe(database))
+        self._db = database
+        self._dimensions = as_int(dimensions, "dimensions", 1, MAX_U32)
+        self._index = as_int(index, "index", 0, MAX_INDEX)
+        self._m = as_int(m, "m", 2, MAX_U32)
+        if m0 is None:
+            self._m0 = 2 * self._m
+        else:
+            self._m0 = as_int(m0, "m0", 0, MAX_U32)
+            if self._m0 < self._m:
+                raise InvalidArgumentError(
+                    "m0 must be an integer >= m (%d), got %d" % (self._m, self._m0)
+                )
+        self._ef = as_int(ef, "ef", 1, MAX_U32)
+        self._seed = None if seed is None else as_int(seed, "seed", 0, MAX_U64)
+        self._progress = as_bool_or_callable(progress, "progress")
+        self._threads = None if threads is None else as_threads(threads)
+
+        ffi = _ffi.ffi()
+        lib = _ffi.lib()
+        out = ffi.new("uint64_t *")
+        err = ffi.new("char **")
+        value = dbh.enter()
+        try:
+            rc = lib.hannoy_writer_open(
+                value,
+                self._index,
+                self._dimensions,
+                self._m,
+                self._m0,
+                self._ef,
+                0 if self._seed is None else 1,
+                0 if self._seed is None else self._seed,
+                0 if self._threads is None else self._threads,
+                out,
+                err,
+            )
+        finally:
+            dbh.exit()
+        _ffi.check(rc, err)
+        self._h = WriterHandle(int(out[0]), dbh)
+        self._finalizer = weakref.finalize(self, self._h.finalize)
+        _thread_writers().append(weakref.ref(self))
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def database(self) -> "Database":
+        """The :class:`Database` this writer writes to."""
+        return self._db
+
+    @property
+    def dimensions(self) -> int:
+        """Number of dimensions of the vectors."""
+        return self._dimensions
+
+    @property
+    def index(self) -> int:
+        """The index (0..65535) this writer writes to."""
+        return self._index
+
+    @property
+    def metric(self) -> Metric:
+        """The database's :class:`Metric`."""
+        return self._db.metric
+
+    @property
+    def m(self) -> int:
+        """Links per node on the upper layers."""
+        return self._m
+
+    @property
+    def m0(self) -> int:
+        """Links per node on layer 0."""
+        return self._m0
+
+    @property
+    def ef(self) -> int:
+        """``ef_construction`` of the build."""
+        return self._ef
+
+    @property
+    def seed(self) -> Optional[int]:
+        """The build seed, or None."""
+        return self._seed
+
+    @property
+    def threads(self) -> Optional[int]:
+        """Build threads (None = every core)."""
+        return self._threads
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`commit` or :meth:`abort` (or a failed build)."""
+        return self._h is None or not self._h.is_open
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def add_item(self, item: int, vector: Any) -> None:
+        """Store (or overwrite) the vector of an item.
+
+        Parameters
+        ----------
+        item : int
+            The item id, 0..2**32-1.
+        vector : array-like of float
+            ``dimensions`` finite numbers (converted to float32).
+
+        Examples
+        --------
+        >>> with db.writer(3) as w:
+        ...     w.add_item(42, [0.5, -1.0, 2.0])
+        """
+        item = as_item(item)
+        vec = as_vector(vector, self._dimensions, "vector")
+        items = np.array([item], dtype=np.uint32)
+        self._add(items, vec.reshape(1, -1))
+
+    def add_items(self, items: Any, vectors: Any) -> None:
+        """Store (or overwrite) many items at once, in one call (all or nothing).
+
+        Parameters
+        ----------
+        items : iterable or array of int
+            ``n`` item ids, 0..2**32-1.
+        vectors : array-like, shape (n, dimensions)
+            One row per item (converted to float32, C order).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> vectors = np.random.default_rng(0).random((1000, 3), dtype=np.float32)
+        >>> with db.writer(3) as w:
+        ...     w.add_items(np.arange(1000), vectors)
+        """
+        ids = as_items(items, "items")
+        if np.ndim(vectors) == 1 and np.size(vectors) == 0 and ids.size == 0:
+            return
+        mat = as_matrix(vectors, self._dimensions, "vectors")
+        if mat.shape[0] != ids.shape[0]:
+            raise InvalidArgumentError(
+                "add_items requires as many items as the array has rows: got %d items for %d rows"
+                % (ids.shape[0], mat.shape[0])
+            )
+        if ids.shape[0] == 0:
+            self._live()
+            return
+        self._add(ids, mat)
+
+    def _add(self, ids: np.ndarray, mat: np.ndarray) -> None:
+        ffi = _ffi.ffi()
+        h = self._handle()
+        with h.lock:
+            value = h.live()
+            lib = _ffi.lib()
+            err = ffi.new("char **")
+            rc = lib.hannoy_writer_add_items(
+                value,
+                ffi.from_buffer("uint32_t[]", ids),
+                ffi.from_buffer("float[]", mat),
+                ids.shape[0],
+                self._dimensions,
+                err,
+            )
+            _ffi.check(rc, err)
+
+    def del_item(self, item: int) -> bool:
+        """Delete an item; return True if it existed.
+
+        Examples
+        --------
+        >>> with db.writer(3) as w:
+        ...     w.del_item(42)
+        True
+        """
+        item = as_item(item)
+        return self._flag("hannoy_writer_del_item", item)
+
+    def clear(self) -> None:
+        """Delete every item of this index (the index is empty after the next build).
+
+        Examples
+        --------
+        >>> with db.writer(3) as w:
+        ...     w.clear()
+        """
+        h = self._handle()
+        with h.lock:
+            _ffi.call("hannoy_writer_clear", h.live())
+
+    # -- reads inside the transaction ------------------------------------------------------
+
+    def need_build(self) -> bool:
+        """True when the index has changes (or no graph) that a :meth:`build` would link.
+
+        Examples
+        --------
+        >>> w = db.writer(3)
+        >>> w.add_item(0, [1.0, 2.0, 3.0])
+        >>> w.need_build()
+        True
+        """
+        h = self._handle()
+        with h.lock:
+            value = h.live()
+            ffi = _ffi.ffi()
+            need = ffi.new("int32_t *")
+            err = ffi.new("char **")
+            _ffi.check(_ffi.lib().hannoy_writer_need_build(value, need, err), err)
+            return bool(need[0])
+
+    def __contains__(self, item: object) -> bool:
+        """``item in writer``: whether the item is stored (built or not)."""
+        i = is_item(item)
+        if i is None:
+            return False
+        return self._flag("hannoy_writer_contains", i)
+
+    def __len__(self) -> int:
+        """Number of items stored in the index (built or not), as seen by this transaction."""
+        h = self._handle()
+        with h.lock:
+            value = h.live()
+            ffi = _ffi.ffi()
+            n = ffi.new("uint64_t *")
+            err = ffi.new("char **")
+            _ffi.check(_ffi.lib().hannoy_writer_len(value, n, err), err)
+            return int(n[0])
+
+    def item_vector(self, item: int) -> Optional[np.ndarray]:
+        """The stored vector of an item (float32, shape ``(dimensions,)``), or None.
+
+        Examples
+        --------
+        >>> w.item_vector(0)
+        array([1., 2., 3.], dtype=float32)
+        """
+        item = as_item(item)
+        out = np.empty(self._dimensions, dtype=np.float32)
+        h = self._handle()
+        with h.lock:
+            value = h.live()
+            ffi = _ffi.ffi()
+            found = ffi.new("int32_t *")
+            err = ffi.new("char **")
+            rc = _ffi.lib().hannoy_writer_item_vector(
+                value, item, ffi.from_buffer("float[]", out), self._dimensions, found, err
+            )
+            _ffi.check(rc, err)
+        return out if found[0] else None
+
+    # -- build, commit, abort --------------------------------------------------------------
+
+    def build(self) -> None:
+        """Link every change since the last build into the HNSW graph (on every core).
+
+        The build runs in a helper thread while this thread waits, reports progress (see the
+        ``progress`` keyword) and stays responsive to Ctrl-C: a ``KeyboardInterrupt`` (or an
+        exception raised by the progress callable) cancels the build, aborts this writer
+        (the database stays exactly as it was at its last commit) and is re-raised. A build
+        that fails also aborts the writer.
+
+        Examples
+        --------
+        >>> w = db.writer(3, progress=True)
+        >>> w.add_items(range(3), np.eye(3))
+        >>> w.build()
+        >>> w.commit()
+        """
+        h = self._handle()
+        with h.lock:
+            value = h.live()
+            lib = _ffi.lib()
+            ffi = _ffi.ffi()
+            result: List[Any] = [3, "the build thread ended without a result"]
+
+            done = threading.Event()
+
+            def run() -> None:
+                err = ffi.new("char **")
+                try:
+                    rc = lib.hannoy_writer_build(value, err)
+                    result[1] = _ffi.take_string(err[0]) if rc else None
+                    result[0] = rc
+                except BaseException as e:  # pragma: no cover - cffi does not raise here
+                    result[0], result[1] = 3, "hannoy_writer_build failed: %r" % (e,)
+                finally:
+                    done.set()
+
+            reporter = _Progress(self._progress)
+            thread = threading.Thread(target=run, name="hannoy-build", daemon=True)
+            h.building = True
+            try:
+                thread.start()
+                try:
+                    reporter.poll(lib, value)
+                    # Event.wait, not Thread.join: see _wait
+                    while not done.wait(_POLL_SECONDS):
+                        reporter.poll(lib, value)
+                    if result[0] == 0:
+                        reporter.poll(lib, value)
+                        reporter.finish()
+                except BaseException:
+                    # Ctrl-C (or the progress callable raised): cancel, wait, abort, re-raise.
+                    if thread.ident is not None and not done.is_set():
+                        lib.hannoy_writer_cancel(value)
+                        _wait(done)
+                    h.building = False
+                    h.end("abort", raise_errors=False)
+                    raise
+                finally:
+                    reporter.close()
+            finally:
+                h.building = False
+            status = result[0]
+            if status:
+                h.end("abort", raise_errors=False)
+                raise error_for_status(status, result[1])
+
+    def commit(self) -> None:
+        """Commit the transaction (without building) and close the writer.
+
+        Readers opened afterwards see the changes. Commit changes that were not built and the
+        index raises :class:`~hannoy.NeedBuildError` for readers until a later writer builds
+        it; ``with db.writer(...)`` builds before committing.
+
+        Examples
+        --------
+        >>> w = db.writer(3)
+        >>> w.add_item(0, [1.0, 2.0, 3.0])
+        >>> w.build()
+        >>> w.commit()
+        """
+        self._handle().end("commit")
+
+    def abort(self) -> None:
+        """Abort the transaction and close the writer: nothing it wrote persists.
+
+        Examples
+        --------
+        >>> w = db.writer(3)
+        >>> w.clear()
+        >>> w.abort()          # the index is untouched
+        """
+        self._handle().end("abort")
+
+    # -- context manager -------------------------------------------------------------------
+
+    def __enter__(self) -> "Writer":
+        self._live()
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        h = self._h
+        if h is None or not h.is_open:
+            return None  # committed or aborted inside the block
+        if exc_type is not None:
+            h.end("abort", raise_errors=False)
+            return None  # the exception propagates
+        try:
+            if self.need_build():
+                self.build()
+            self.commit()
+        except BaseException:
+            h.end("abort", raise_errors=False)
+            raise
+        return None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _handle(self) -> WriterHandle:
+        if self._h is None:  # pragma: no cover - only if __init__ failed
+            raise InvalidArgumentError("this writer was never opened")
+        return self._h
+
+    def _live(self) -> int:
+        h = self._handle()
+        with h.lock:
+            return h.live()
+
+    def _flag(self, fn: str, item: int) -> bool:
+        h = self._handle()
+        with h.lock:
+            value = h.live()
+            ffi = _ffi.ffi()
+            flag = ffi.new("int32_t *")
+            err = ffi.new("char **")
+            _ffi.check(getattr(_ffi.lib(), fn)(value, item, flag, err), err)
+            return bool(flag[0])
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "hannoy.Writer objects cannot be pickled: a write transaction belongs to the "
+            "process that opened it"
+        )
+
+    def __repr__(self) -> str:
+        try:
+            path = self._db.path
+        except Exception:  # pragma: no cover
+            path = "?"
+        head = "<hannoy.Writer path=%r index=%d dimensions=%d metric=%s m=%d m0=%d ef=%d" % (
+            path,
+            self._index,
+            self._dimensions,
+            self._db.metric,
+            self._m,
+            self._m0,
+            self._ef,
+        )
+        h = self._h
+        if h is None or not h.is_open:
+            state = h.state if h is not None else "not opened"
+            return head + " closed (%s)>" % state
+        return head + ">"

@@ -137,8 +137,7 @@ func (m Metric) appendValue(dst []byte, vec []float32) []byte {
 	}
 	switch m {
 	case Cosine:
-		norm := float32(math.Sqrt(float64(vecmath.Dot(dst[body:], dst[body:]))))
-		binary.LittleEndian.PutUint32(dst[hdr:], math.Float32bits(norm))
+		binary.LittleEndian.PutUint32(dst[hdr:], math.Float32bits(cosineNorm(vec)))
 	case BQCosine:
 		norm := float32(math.Sqrt(float64(8 * (len(dst) - body))))
 		binary.LittleEndian.PutUint32(dst[hdr:], math.Float32bits(norm))

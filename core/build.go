@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"github.com/RoaringBitmap/roaring/v2"
+
+	"github.com/hannoy-go/hannoy/core/internal/vecmath"
 )
 
 // BuildOptions are the parameters of Build. The zero value of a field means its default.
@@ -422,6 +424,7 @@ type worker struct {
 	ids     []uint32
 	sel     []scored
 	scratch []scored
+	pend    []pendingVector
 }
 
 func (b *builder) newWorker() (*worker, error) {
@@ -566,6 +569,7 @@ func (wk *worker) searchLayer(qv []byte, self uint32, eps []scored, layer, ef in
 		if err != nil {
 			return nil, err
 		}
+		wk.pend = wk.pend[:0]
 		for _, id := range wk.ids {
 			if !wk.visited.insert(id) {
 				continue
@@ -574,10 +578,13 @@ func (wk *worker) searchLayer(qv []byte, self uint32, eps []scored, layer, ef in
 			if err != nil {
 				return nil, err
 			}
-			if v == nil {
-				continue
+			if v != nil {
+				vecmath.Prefetch(v)
+				wk.pend = append(wk.pend, pendingVector{id, v})
 			}
-			s := scored{wk.dist(qv, v), id}
+		}
+		for _, pv := range wk.pend {
+			s := scored{wk.dist(qv, pv.v), pv.id}
 			if len(wk.res) < ef || before(s, wk.res.top()) {
 				wk.cand.push(s)
 				offer(s)

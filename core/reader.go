@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/RoaringBitmap/roaring/v2"
 )
@@ -27,7 +28,14 @@ type Reader struct {
 	// vecs, for a reader bound to a snapshot, caches where each item value lies in the memory
 	// map: valid as long as the snapshot's transactions are open.
 	vecs *table[vectorRef]
+	// links0, for a reader bound to a snapshot, caches decoded layer-0 links, up to
+	// links0Budget bytes.
+	links0      *table[[]uint32]
+	links0Bytes atomic.Int64
 }
+
+// links0Budget bounds the memory a snapshot reader spends on decoded layer-0 links.
+const links0Budget = 256 << 20
 
 // OpenSnapshotReader opens a reader like OpenReader, with a transaction of snap, and binds it
 // to snap: it then remembers where item vectors lie in LMDB's memory map, which saves a B-tree
@@ -47,6 +55,7 @@ func OpenSnapshotReader(snap *Snapshot, db *Database, index uint16, metric Metri
 		maxID = r.meta.Items.Maximum()
 	}
 	r.vecs = newTable[vectorRef](maxID, r.meta.Items.GetCardinality())
+	r.links0 = newTable[[]uint32](maxID, r.meta.Items.GetCardinality())
 	return r, nil
 }
 
@@ -167,6 +176,10 @@ func (r *Reader) links(txn Txn, item uint32, layer int, dst []uint32) ([]uint32,
 		if c, ok := r.upper.Load(ck); ok {
 			return append(dst, c.([]uint32)...), nil
 		}
+	} else if r.links0 != nil && r.links0.inRange(item) {
+		if c := r.links0.get(item); c != nil {
+			return append(dst, *c...), nil
+		}
 	}
 	v, ok, err := get(txn, r.db, LinksKey(r.index, item, uint8(layer)))
 	if err != nil || !ok {
@@ -179,6 +192,10 @@ func (r *Reader) links(txn Txn, item uint32, layer int, dst []uint32) ([]uint32,
 	}
 	if layer > 0 {
 		r.upper.Store(ck, append([]uint32(nil), dst[start:]...))
+	} else if r.links0 != nil && r.links0.inRange(item) && r.links0Bytes.Load() < links0Budget {
+		c := append([]uint32(nil), dst[start:]...)
+		r.links0Bytes.Add(int64(4*len(c) + 32))
+		r.links0.put(item, &c)
 	}
 	return dst, nil
 }

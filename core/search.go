@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/RoaringBitmap/roaring/v2"
+
+	"github.com/hannoy-go/hannoy/core/internal/vecmath"
 )
 
 // DefaultLinearBelow is the candidate count under which a filtered search scans the
@@ -53,6 +55,13 @@ type searchState struct {
 	ids     []uint32
 	query   []byte
 	exclude int64 // an item never returned (the query item), or noItem
+	vecs    []pendingVector
+}
+
+// pendingVector is a neighbour whose distance is about to be computed.
+type pendingVector struct {
+	id uint32
+	v  []byte
 }
 
 // Search returns up to opts.Count items closest to query, ascending by (distance, id).
@@ -226,6 +235,8 @@ func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef in
 		if err != nil {
 			return err
 		}
+		// Find the new neighbours' vectors and start loading them all before computing.
+		st.vecs = st.vecs[:0]
 		for _, id := range st.ids {
 			if !st.visited.insert(id) {
 				continue
@@ -234,10 +245,13 @@ func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef in
 			if err != nil {
 				return err
 			}
-			if v == nil {
-				continue
+			if v != nil {
+				vecmath.Prefetch(v)
+				st.vecs = append(st.vecs, pendingVector{id, v})
 			}
-			s := scored{r.metric.distance(q, v), id}
+		}
+		for _, pv := range st.vecs {
+			s := scored{r.metric.distance(q, pv.v), pv.id}
 			if len(st.res) < ef || before(s, st.res.top()) {
 				st.cand.push(s)
 				r.offer(st, s, ef, filter)

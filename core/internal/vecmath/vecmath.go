@@ -126,3 +126,12 @@ func DecodeF32(dst []float32, b []byte) []float32 {
 	}
 	return dst
 }
+
+// Prefetch hints the CPU to start loading the first bytes of v into the cache, so that a
+// distance computed a little later does not wait for memory. It never faults and has no other
+// effect.
+func Prefetch(v []byte) {
+	if len(v) > 0 {
+		prefetch(&v[0])
+	}
+}

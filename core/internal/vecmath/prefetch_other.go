@@ -1,0 +1,5 @@
+//go:build !amd64 || purego
+
+package vecmath
+
+func prefetch(p *byte) {}

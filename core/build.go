@@ -788,32 +788,9 @@ func (wk *worker) insert(q uint32, level int) error {
 		}
 	}
 	n.mu.Unlock()
-	eps, top := b.topEntryPoints()
-	var cur []scored
-	addEntry := func(e uint32) error {
-		v, err := wk.vector(e)
-		if err == nil && v != nil {
-			cur = append(cur, scored{wk.dist(qv, v), e})
-		}
+	cur, top, err := wk.descend(qv, q, level)
+	if err != nil {
 		return err
-	}
-	for _, e := range eps {
-		if err := addEntry(e); err != nil {
-			return err
-		}
-	}
-	if len(cur) > 1 {
-		sortScored(cur)
-		cur = cur[:1]
-	}
-	for l := top; l > level && len(cur) > 0; l-- {
-		found, err := wk.searchLayer(qv, q, cur, l, 1)
-		if err != nil {
-			return err
-		}
-		if len(found) > 0 {
-			cur = append(cur[:0], found[0])
-		}
 	}
 	for l := min(level, top); l >= 0 && len(cur) > 0; l-- {
 		found, err := wk.searchLayer(qv, q, cur, l, b.opts.EfConstruction)
@@ -1478,7 +1455,7 @@ func (b *builder) ensureReachable() error {
 			if v == nil {
 				continue
 			}
-			seeds, err := wk.descend(v, z, 0)
+			seeds, _, err := wk.descend(v, z, 0)
 			if err != nil {
 				return err
 			}
@@ -1499,14 +1476,14 @@ func (b *builder) ensureReachable() error {
 }
 
 // descend returns the entry for a search of v on layer: the closest entry point, walked greedily
-// down the layers above.
-func (wk *worker) descend(v []byte, self uint32, layer int) ([]scored, error) {
+// down the layers above; and the graph's top layer.
+func (wk *worker) descend(v []byte, self uint32, layer int) ([]scored, int, error) {
 	eps, top := wk.b.topEntryPoints()
 	var cur []scored
 	for _, e := range eps {
 		u, err := wk.vector(e)
 		if err != nil {
-			return nil, err
+			return nil, top, err
 		}
 		if u != nil {
 			cur = append(cur, scored{wk.dist(v, u), e})
@@ -1519,11 +1496,11 @@ func (wk *worker) descend(v []byte, self uint32, layer int) ([]scored, error) {
 	for l := top; l > layer && len(cur) > 0; l-- {
 		found, err := wk.searchLayer(v, self, cur, l, 1)
 		if err != nil {
-			return nil, err
+			return nil, top, err
 		}
 		if len(found) > 0 {
 			cur = append(cur[:0], found[0])
 		}
 	}
-	return cur, nil
+	return cur, top, nil
 }

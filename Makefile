@@ -38,7 +38,7 @@ venv: $(VENV)/.ready
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q setuptools wheel numpy cffi pytest tqdm
+	$(PY) -m pip install -q setuptools wheel numpy cffi pytest tqdm lmdb
 	touch $@
 
 ## install: build libhannoy with Go and install the package into .venv

@@ -179,6 +179,7 @@ type builder struct {
 	// Items pruned out of a list during this build (key id<<8 | layer).
 	droppedMu sync.Mutex
 	dropped   map[uint64]bool
+	relinking bool // set once insertion is over: every drop counts
 
 	failed  atomic.Bool
 	errOnce sync.Once
@@ -729,10 +730,13 @@ func (wk *worker) addLink(p, q uint32, d float32, layer int) error {
 		return err
 	}
 	wk.sel = sel
-	// Remember who lost this incoming link: it may have been its last.
+	// Remember which existing item lost this incoming link: it may have been its last. (New
+	// items are all checked anyway.)
 	for _, c := range cands {
 		if !slices.ContainsFunc(sel, func(s scored) bool { return s.id == c.id }) {
-			wk.b.noteDropped(c.id, layer)
+			if cn := wk.b.nodes.get(c.id); cn == nil || !cn.fresh || wk.b.relinking {
+				wk.b.noteDropped(c.id, layer)
+			}
 		}
 	}
 	ll.links = append(ll.links[:0], sel...)
@@ -754,6 +758,9 @@ func (b *builder) setLinks(q uint32, layer int, links []scored) {
 	n.mu.Lock()
 	ll := n.layer(layer)
 	ll.loaded = true
+	if limit := b.limit(layer); cap(ll.links) < limit {
+		ll.links = make([]scored, 0, limit) // room for the links added later
+	}
 	ll.links = append(ll.links[:0], links...)
 	n.dirty |= 1 << layer
 	n.mu.Unlock()
@@ -1302,6 +1309,7 @@ func (b *builder) fixOrphans() error {
 	if err != nil {
 		return err
 	}
+	b.relinking = true
 	for round := 0; round < 3; round++ {
 		counts := map[uint64]int{}
 		if round == 0 {

@@ -208,7 +208,18 @@ def _float32(value: Any, what: str) -> np.ndarray:
 _NOTHING = object()
 
 
+_FINITE_BLOCK = 1 << 20
+
+
 def _check_finite(a: np.ndarray, what: str) -> None:
+    if a.size > _FINITE_BLOCK:
+        # In blocks: a boolean copy of a large batch would raise the peak memory of a build.
+        flat = a.reshape(-1)
+        for start in range(0, flat.size, _FINITE_BLOCK):
+            if not np.isfinite(flat[start : start + _FINITE_BLOCK]).all():
+                break
+        else:
+            return
     finite = np.isfinite(a)
     if not finite.all():
         where = np.argwhere(~finite)[0]

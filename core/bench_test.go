@@ -51,14 +51,15 @@ func addAndBuild(b *testing.B, env *Env, db *Database, rows [][]float32, first i
 	}
 }
 
-// BenchmarkBuild is a full build of 10,000 images, with 1 thread and with every core.
+// BenchmarkBuild is a full build of 10,000 images with 1 thread and with every core, and of
+// 20,000 images (the base of BenchmarkIncrementalBuild) with every core.
 func BenchmarkBuild(b *testing.B) {
-	rows := benchData(b, 10000)
-	for _, threads := range []int{1, threads()} {
-		b.Run("threads="+itoa(threads), func(b *testing.B) {
+	rows := benchData(b, 20000)
+	for _, c := range []struct{ n, threads int }{{10000, 1}, {10000, threads()}, {20000, threads()}} {
+		b.Run("n="+itoa(c.n)+"/threads="+itoa(c.threads), func(b *testing.B) {
 			for b.Loop() {
 				env, db := testDB(b)
-				addAndBuild(b, env, db, rows, 0, BuildOptions{M: 16, EfConstruction: 96, Threads: threads})
+				addAndBuild(b, env, db, rows[:c.n], 0, BuildOptions{M: 16, EfConstruction: 96, Threads: c.threads})
 				env.Close()
 			}
 		})

@@ -57,6 +57,25 @@ type envEntry struct {
 	// writerThreads holds the OS threads that have an open writer: a second writer from one of
 	// them would wait forever for the first.
 	writerThreads map[int]bool
+	// mapSize is the current map size (it grows when a Database asks for a larger env_size).
+	mapSize int64
+	// active counts what holds LMDB transactions (open readers and writers, short views):
+	// LMDB may only change the map size while this process has none, because a remap moves
+	// the memory their values point into. Guarded by reg.mu.
+	active int
+}
+
+// acquire registers a user of the environment's transactions (see active).
+func (e *envEntry) acquire() {
+	reg.mu.Lock()
+	e.active++
+	reg.mu.Unlock()
+}
+
+func (e *envEntry) release() {
+	reg.mu.Lock()
+	e.active--
+	reg.mu.Unlock()
 }
 
 type dbHandle struct {
@@ -97,13 +116,22 @@ func openDB(path string, metric core.Metric, name string, envSize int64) (*dbHan
 		if err != nil {
 			return nil, err
 		}
-		entry = &envEntry{env: env, path: canon, dbs: map[string]*core.Database{}, writerThreads: map[int]bool{}}
+		entry = &envEntry{env: env, path: canon, dbs: map[string]*core.Database{}, writerThreads: map[int]bool{},
+			mapSize: env.MapSize()}
 		reg.envs[canon] = entry
-	} else if envSize > entry.env.MapSize() {
+	} else if envSize > entry.mapSize {
+		// Growing the map remaps the file: only safe while no transaction of this process
+		// holds pointers into the old mapping (readers read vectors in place).
+		if entry.active > 0 {
+			return nil, fmt.Errorf("%w: the database at %s is already open in this process with env_size %d and "+
+				"%d reader(s) or writer(s) use it; close them (or every Database on this path) before "+
+				"opening it with the larger env_size %d", errBusy, canon, entry.mapSize, entry.active, envSize)
+		}
 		if err := entry.env.LMDB().SetMapSize(envSize); err != nil {
 			return nil, fmt.Errorf("the database at %s is already open in this process with env_size %d; growing it to %d failed: %w",
-				canon, entry.env.MapSize(), envSize, err)
+				canon, entry.mapSize, envSize, err)
 		}
+		entry.mapSize = envSize
 	}
 	db := entry.dbs[name]
 	if db == nil {
@@ -172,6 +200,7 @@ func openWriter(d *dbHandle, index uint16, dims int, opts core.BuildOptions, thr
 		delete(d.entry.writerThreads, thread)
 		reg.mu.Unlock()
 	}
+	d.entry.acquire()
 	wh := &writerHandle{db: d, thread: thread, opts: opts, ops: make(chan func())}
 	wh.opts.Progress = &wh.progress
 	ready := make(chan error)
@@ -196,6 +225,7 @@ func openWriter(d *dbHandle, index uint16, dims int, opts core.BuildOptions, thr
 	}()
 	if err := <-ready; err != nil {
 		release()
+		d.entry.release()
 		return nil, err
 	}
 	d.mu.Lock()
@@ -264,6 +294,7 @@ func (wh *writerHandle) end(commit bool) error {
 	wh.db.mu.Lock()
 	wh.db.writers--
 	wh.db.mu.Unlock()
+	wh.db.entry.release()
 	return err
 }
 
@@ -274,13 +305,16 @@ type readerHandle struct {
 }
 
 func openReader(d *dbHandle, index uint16) (*readerHandle, error) {
+	d.entry.acquire()
 	snap, err := d.entry.env.OpenSnapshot(runtime.GOMAXPROCS(0))
 	if err != nil {
+		d.entry.release()
 		return nil, err
 	}
 	r, err := core.OpenSnapshotReader(snap, d.db, index, d.metric)
 	if err != nil {
 		snap.Close()
+		d.entry.release()
 		return nil, err
 	}
 	d.mu.Lock()
@@ -294,6 +328,7 @@ func (rh *readerHandle) close() {
 	rh.db.mu.Lock()
 	rh.db.readers--
 	rh.db.mu.Unlock()
+	rh.db.entry.release()
 }
 
 // with runs fn with one of the reader's transactions.

@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-FUZZTIME ?= 5s
+FUZZTIME ?= 100000x
 FUZZ_TARGETS := FuzzDecodeKey FuzzDecodeItemValue FuzzDecodeLinksValue FuzzDecodeRoaring \
                 FuzzDecodeMetadata FuzzDecodeVersion FuzzDecodeUpdateStatus
 
@@ -28,7 +28,7 @@ test-go:
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
-		go test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./core || exit 1; \
+		go test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./core || exit 1; \
 	done
 
 test-python: install

@@ -23,7 +23,8 @@ class HannoyRunner(Runner):
 
     @classmethod
     def import_hannoy(cls):
-        raise NotImplementedError
+        """The hannoy module to measure: each subclass (ours, upstream) imports its own."""
+        raise TypeError("%s must define import_hannoy()" % cls.__name__)
 
     @classmethod
     def version(cls):

@@ -95,17 +95,19 @@ func checkDataFile(path string) error {
 	if err != nil {
 		return bad("meta page 1: %v", err)
 	}
-	newest := m0
-	if m1.txnID > m0.txnID {
-		newest = m1
+	if m1.pageSize != ps {
+		return bad("meta pages disagree on the page size (%d and %d)", ps, m1.pageSize)
 	}
+	// LMDB may fall back to either meta page: both must describe a file that fits.
 	pages := uint64(st.Size()) / uint64(ps)
-	if newest.lastPage >= pages {
-		return bad("the meta page names page %d but the file holds %d pages", newest.lastPage, pages)
-	}
-	for _, root := range newest.roots {
-		if root != lmdbInvalidPg && (root < 2 || root > newest.lastPage) {
-			return bad("database root page %d outside pages 2..%d", root, newest.lastPage)
+	for i, m := range []lmdbMeta{m0, m1} {
+		if m.lastPage >= pages {
+			return bad("meta page %d names page %d but the file holds %d pages", i, m.lastPage, pages)
+		}
+		for _, root := range m.roots {
+			if root != lmdbInvalidPg && (root < 2 || root > m.lastPage) {
+				return bad("meta page %d: database root page %d outside pages 2..%d", i, root, m.lastPage)
+			}
 		}
 	}
 	return nil

@@ -238,6 +238,13 @@ def error_for_status(status: int, message: Optional[str]) -> HannoyError:
     cls = STATUS.get(status, HannoyError)
     if not message:
         message = "%s (status %d)" % (STATUS_NAMES.get(status, "unknown error"), status)
+    if cls is MapFullError:
+        message += (
+            "; the database's map is full (env_size is a hard limit): nothing of this write "
+            "transaction persists (abort the writer if it is still open) and the last commit is "
+            "intact; to write more, close every Database on this path and reopen it with a "
+            "larger env_size"
+        )
     exc = cls(message)
     exc.status = status
     return exc

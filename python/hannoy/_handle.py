@@ -20,7 +20,7 @@ import threading
 from typing import Optional, Set
 
 from . import _ffi
-from ._errors import ClosedError
+from ._errors import ClosedError, WriterBusyError
 
 __all__ = ["SharedHandle", "WriterHandle"]
 
@@ -175,8 +175,15 @@ class WriterHandle(_Base):
             self._detach()
             try:
                 _ffi.call("hannoy_writer_" + how, value)
-            except Exception:
-                if how == "commit":
+            except Exception as e:
+                if how == "commit" and isinstance(e, WriterBusyError):
+                    # The library refused to commit a transaction that failed earlier (a full
+                    # map, a failed build) and kept it: the writer stays open, to be aborted.
+                    self.value = value
+                    self.state = "open"
+                    if self.parent is not None:
+                        self.parent.children.add(self)
+                elif how == "commit":
                     self.state = "closed by a failed commit"
                 if raise_errors:
                     raise

@@ -482,14 +482,12 @@ func hannoy_writer_commit(h C.uint64_t, errOut **C.char) C.int {
 		if err != nil {
 			return err
 		}
-		if err := wh.end(true); err != nil && !errors.Is(err, errBusy) {
-			reg.remove(uint64(h))
-			return err
-		} else if err != nil {
-			return err
+		err = wh.end(true)
+		if errors.Is(err, errBusy) {
+			return err // refused (the transaction failed earlier): the writer stays, to be aborted
 		}
 		reg.remove(uint64(h))
-		return nil
+		return err
 	})
 }
 

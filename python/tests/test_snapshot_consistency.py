@@ -80,3 +80,37 @@ def test_readers_see_one_committed_snapshot_while_a_writer_commits(tmp_path) -> 
     with db.reader() as r:
         assert len(r) == BATCH * BATCHES
     db.close()
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_many_readers_opened_and_closed_leak_nothing(tmp_path) -> None:
+    import os
+
+    db = hannoy.Database(tmp_path / "db", Metric.EUCLIDEAN)
+    with db.writer(DIMS, m=8, ef=32) as w:
+        w.add_items(np.arange(BATCH), batch_vectors(0))
+    q = batch_vectors(0)[3]
+    for _ in range(200):  # warm up allocators before measuring
+        with db.reader() as r:
+            r.by_vec(q, n=1)
+    fds = len(os.listdir("/proc/self/fd"))
+    rss = _rss_kib()
+    for _ in range(10_000):
+        with db.reader() as r:
+            assert r.by_vec(q, n=1)[0][0] == 3
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert _rss_kib() - rss < 50 * 1024, "RSS grew by more than 50 MiB over 10,000 readers"
+    # Reader slots were all given back: far more readers than the table holds can still be
+    # opened one after another, and a few hundred at once.
+    held = [db.reader() for _ in range(300)]
+    assert all(len(r) == BATCH for r in held)
+    for r in held:
+        r.close()
+    db.close()

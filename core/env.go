@@ -88,6 +88,9 @@ func OpenEnv(path string, opts Options) (*Env, error) {
 		env.Close()
 		return nil, fmt.Errorf("open LMDB environment %s: %w", path, err)
 	}
+	// Free the reader slots of processes that died holding them (killed, crashed): they would
+	// pin old pages, so that the file grows instead of reusing them, and fill the table.
+	_, _ = env.ReaderCheck()
 	return &Env{env: env, path: path, opts: opts}, nil
 }
 
@@ -182,6 +185,8 @@ func (e *Env) View(fn func(*ReadTxn) error) error {
 // to happen on the same OS thread: call runtime.LockOSThread first. It blocks while another
 // write transaction (of this process or another) is open.
 func (e *Env) BeginWrite() (*WriteTxn, error) {
+	// Slots of dead readers would keep this transaction from reusing the pages they pin.
+	_, _ = e.env.ReaderCheck()
 	txn, err := e.env.BeginTxn(nil, 0)
 	if err != nil {
 		return nil, fmt.Errorf("begin write transaction: %w", err)
@@ -192,8 +197,16 @@ func (e *Env) BeginWrite() (*WriteTxn, error) {
 
 // BeginRead begins a read transaction: a consistent snapshot of the last commit. A read
 // transaction may move between goroutines but must not be used by two at once.
+//
+// When LMDB's reader table is full, the slots of dead processes are freed and the begin tried
+// again; if it is still full, the error is LMDB's MDB_READERS_FULL.
 func (e *Env) BeginRead() (*ReadTxn, error) {
 	txn, err := e.env.BeginTxn(nil, lmdb.Readonly)
+	if lmdb.IsErrno(err, lmdb.ReadersFull) {
+		if dead, _ := e.env.ReaderCheck(); dead > 0 {
+			txn, err = e.env.BeginTxn(nil, lmdb.Readonly)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("begin read transaction: %w", err)
 	}

@@ -73,44 +73,34 @@ func (t *WriteTxn) wasRebuilt(db *Database, index uint16) bool {
 
 // Snapshot is a pool of read transactions that all see the same commit, so that many
 // goroutines can read one consistent state at once.
+//
+// A snapshot starts with one transaction (one slot of LMDB's reader table) and opens more only
+// when goroutines read at the same moment, up to its limit, and only while no commit has landed
+// since it was opened (a later transaction would see another state): after that, goroutines
+// share the transactions it has.
 type Snapshot struct {
-	pool   chan *ReadTxn
-	all    []*ReadTxn
+	env   *Env
+	pool  chan *ReadTxn
+	limit int
+	id    uintptr
+
 	mu     sync.Mutex
+	all    []*ReadTxn
+	stale  bool // a commit landed since the first transaction: no more can be opened
 	closed bool
 }
 
-// OpenSnapshot opens n read transactions on the same commit (n < 1 means 1).
+// OpenSnapshot opens a snapshot of the last commit that reads with up to n transactions at once
+// (n < 1 means 1). Only the first is opened now; see Snapshot.
 func (e *Env) OpenSnapshot(n int) (*Snapshot, error) {
 	n = max(n, 1)
-	for attempt := 0; ; attempt++ {
-		s := &Snapshot{pool: make(chan *ReadTxn, n)}
-		same := true
-		for i := 0; i < n; i++ {
-			t, err := e.BeginRead()
-			if err != nil {
-				s.abortAll()
-				return nil, err
-			}
-			s.all = append(s.all, t)
-			if t.ID() != s.all[0].ID() {
-				same = false
-				break
-			}
-		}
-		if same {
-			for _, t := range s.all {
-				s.pool <- t
-			}
-			return s, nil
-		}
-		// A commit landed between two begins: start again; after a few tries settle for one
-		// transaction, which is always consistent.
-		s.abortAll()
-		if attempt == 3 {
-			n = 1
-		}
+	t, err := e.BeginRead()
+	if err != nil {
+		return nil, err
 	}
+	s := &Snapshot{env: e, pool: make(chan *ReadTxn, n), limit: n, id: t.ID(), all: []*ReadTxn{t}}
+	s.pool <- t
+	return s, nil
 }
 
 func (s *Snapshot) abortAll() {
@@ -120,19 +110,61 @@ func (s *Snapshot) abortAll() {
 	s.all = nil
 }
 
-// Size is the number of transactions in the pool: how many goroutines can read at once.
-func (s *Snapshot) Size() int { return len(s.all) }
+// Size is the number of transactions the snapshot may use at once: how many goroutines can read
+// in parallel.
+func (s *Snapshot) Size() int { return s.limit }
+
+// Open is the number of transactions (reader-table slots) the snapshot holds now.
+func (s *Snapshot) Open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.all)
+}
 
 // ID is the LMDB transaction id of the snapshot.
-func (s *Snapshot) ID() uintptr { return s.all[0].ID() }
+func (s *Snapshot) ID() uintptr { return s.id }
 
-// Acquire takes a transaction from the pool, waiting for one if all are in use.
+// Acquire takes a transaction from the pool, opening another on the same commit if all are in
+// use and that is still possible, or else waiting for one to be released.
 func (s *Snapshot) Acquire() (*ReadTxn, error) {
+	select {
+	case t, ok := <-s.pool:
+		if !ok {
+			return nil, fmt.Errorf("snapshot: %w", ErrClosed)
+		}
+		return t, nil
+	default:
+	}
+	if t := s.grow(); t != nil {
+		return t, nil
+	}
 	t, ok := <-s.pool
 	if !ok {
 		return nil, fmt.Errorf("snapshot: %w", ErrClosed)
 	}
 	return t, nil
+}
+
+// grow opens one more transaction on the snapshot's commit, or returns nil when the limit is
+// reached, a commit has landed since, or LMDB refuses (a full reader table): the caller then
+// waits for a transaction in use.
+func (s *Snapshot) grow() *ReadTxn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.stale || len(s.all) >= s.limit {
+		return nil
+	}
+	t, err := s.env.BeginRead()
+	if err != nil {
+		return nil
+	}
+	if t.ID() != s.id {
+		t.Abort()
+		s.stale = true
+		return nil
+	}
+	s.all = append(s.all, t)
+	return t
 }
 
 // Release gives back a transaction taken with Acquire.

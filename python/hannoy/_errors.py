@@ -245,6 +245,14 @@ def error_for_status(status: int, message: Optional[str]) -> HannoyError:
             "intact; to write more, close every Database on this path and reopen it with a "
             "larger env_size"
         )
+    elif cls is ReadersFullError:
+        message += (
+            "; every slot of LMDB's reader table for this database is taken (1022 slots unless "
+            "another program created it smaller, shared by all processes that have the database "
+            "open; an open Reader holds one, and one more per thread searching it at the same "
+            "moment, up to the number of CPUs): close readers you no longer use (or use "
+            "them as context managers) and try again; nothing was changed"
+        )
     exc = cls(message)
     exc.status = status
     return exc

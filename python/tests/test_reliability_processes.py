@@ -268,3 +268,34 @@ def test_spawn_pool_searches_in_parallel(make_db, fashion_small) -> None:
     assert len(pids) == 2, "both workers searched (at the same time: they met at a barrier)"
     got = [row for _, rows in out for row in rows]
     assert got == expected
+
+
+HOLD_ONE_READER_CHILD = r"""
+import sys, time, hannoy
+db = hannoy.Database(sys.argv[1], hannoy.Metric.EUCLIDEAN)
+r = db.reader()
+print(len(r), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_reader_process_does_not_pin_old_pages(make_db) -> None:
+    # A reader's slot names the commit it reads, and LMDB keeps every page freed after that
+    # commit. If the slot of a process killed while reading were kept, every rewrite would
+    # take new pages and the file would grow without end.
+    db = make_db()
+    rng = np.random.default_rng(6)
+    build_index(db, rng.standard_normal((2000, 16)).astype(np.float32))
+    child = _run(HOLD_ONE_READER_CHILD, db.path)
+    try:
+        assert child.stdout.readline().strip() == "2000"
+    finally:
+        child.kill()
+        child.communicate()
+    data = Path(db.path) / "data.mdb"
+    sizes = []
+    for _ in range(8):
+        build_index(db, rng.standard_normal((2000, 16)).astype(np.float32))
+        sizes.append(data.stat().st_size)
+    # the rewrites reuse the pages of the ones before (two generations live at most)
+    assert sizes[-1] <= sizes[1] * 1.1, sizes

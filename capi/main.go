@@ -66,6 +66,11 @@ func statusOf(err error) C.int {
 		case lmdb.Corrupted, lmdb.PageNotFound:
 			return statusCorrupt
 		}
+		// A system error from LMDB (permission denied, no space, ...): lmdb-go's OpError does
+		// not unwrap to it.
+		if _, ok := opErr.Errno.(syscall.Errno); ok {
+			return statusIO
+		}
 	}
 	switch {
 	case errors.Is(err, errPanic):

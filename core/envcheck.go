@@ -67,11 +67,14 @@ func checkDataFile(path string) error {
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", path, err)
 	}
-	if st.Size() == 0 {
-		return nil
-	}
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %w: "+format, append([]any{path, ErrNotDatabase}, args...)...)
+	}
+	if !st.Mode().IsRegular() {
+		return bad("not a regular file (%s)", st.Mode().Type())
+	}
+	if st.Size() == 0 {
+		return nil
 	}
 	head := make([]byte, 256)
 	if _, err := io.ReadFull(f, head); err != nil {

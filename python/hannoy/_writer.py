@@ -370,7 +370,10 @@ class Writer:
         ...     w.add_items(np.arange(1000), vectors)
         """
         ids = as_items(items, "items")
-        if np.ndim(vectors) == 1 and np.size(vectors) == 0 and ids.size == 0:
+        if ids.size == 0 and (
+            (isinstance(vectors, np.ndarray) and vectors.shape == (0,))
+            or (isinstance(vectors, (list, tuple)) and len(vectors) == 0)
+        ):  # nothing to add (np.ndim would raise on ragged rows: leave those to as_matrix)
             return
         mat = as_matrix(vectors, self._dimensions, "vectors")
         if mat.shape[0] != ids.shape[0]:

@@ -69,3 +69,17 @@ func TestNoOutOfBoundsRead(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefetchAllNeverFaults prefetches slices that end at, or start after, an inaccessible
+// page, and a nil slice: prefetching is a hint and must never fault or read.
+func TestPrefetchAllNeverFaults(t *testing.T) {
+	p := guarded(t)
+	ps := len(p)
+	PrefetchAll(nil)
+	Prefetch(nil)
+	for _, n := range []int{0, 1, 63, 64, 65, 200, 3137, ps - 1, ps} {
+		PrefetchAll(p[ps-n:])
+		PrefetchAll(p[:n:n])
+		Prefetch(p[ps-n:])
+	}
+}

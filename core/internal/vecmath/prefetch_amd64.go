@@ -6,3 +6,8 @@ package vecmath
 //
 //go:noescape
 func prefetch(p *byte)
+
+// prefetchRange asks the CPU to load the n bytes at p into the cache, a line at a time.
+//
+//go:noescape
+func prefetchRange(p *byte, n int)

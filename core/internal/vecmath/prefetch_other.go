@@ -3,3 +3,5 @@
 package vecmath
 
 func prefetch(p *byte) {}
+
+func prefetchRange(p *byte, n int) {}

@@ -135,3 +135,10 @@ func Prefetch(v []byte) {
 		prefetch(&v[0])
 	}
 }
+
+// PrefetchAll hints the CPU to start loading all of v into the cache.
+func PrefetchAll(v []byte) {
+	if len(v) > 0 {
+		prefetchRange(&v[0], len(v))
+	}
+}

@@ -153,6 +153,14 @@ func FuzzDecodeRoaring(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ids, n, err := DecodeRoaring(b, []uint32{0xdead})
+		// The bitmap decoder accepts exactly the same bytes (but no limit) and the same ids.
+		bm, bn, berr := DecodeRoaringBitmap(b)
+		if (berr == nil) != (err == nil) && !(berr == nil && bm.GetCardinality() > RoaringMaxIDs) {
+			t.Fatalf("DecodeRoaring: %v, DecodeRoaringBitmap: %v", err, berr)
+		}
+		if err == nil && (bn != n || !slices.Equal(bm.ToArray(), ids[1:])) {
+			t.Fatalf("DecodeRoaringBitmap read %d bytes and %d ids, DecodeRoaring %d and %d", bn, bm.GetCardinality(), n, len(ids)-1)
+		}
 		if err != nil {
 			if n != 0 || len(ids) != 1 || ids[0] != 0xdead {
 				t.Fatalf("on error: n=%d, ids %v", n, ids)

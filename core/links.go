@@ -198,12 +198,21 @@ type roaringDesc struct {
 // does not allocate when dst has room for the ids. On error it returns dst unchanged and n = 0.
 //
 // The ids appended are the bitmap's content: at most 32 per input byte without run containers,
-// up to 16384 per input byte with them (hannoy never writes run containers).
+// up to 16384 per input byte with them (hannoy never writes run containers). A bitmap of more
+// than RoaringMaxIDs ids is refused, so that a few damaged bytes cannot ask for gigabytes;
+// DecodeRoaringBitmap has no such limit.
 func DecodeRoaring(b []byte, dst []uint32) (ids []uint32, n int, err error) {
 	var stack [8]roaringDesc
 	descs, n, total, err := roaringParse(b, stack[:0])
 	if err != nil {
 		return dst, 0, fmt.Errorf("invalid roaring bitmap: %w", err)
+	}
+	declared := 0
+	for i := range descs {
+		declared += descs[i].card
+	}
+	if declared > RoaringMaxIDs {
+		return dst, 0, fmt.Errorf("invalid roaring bitmap: %d ids, more than the %d a list may hold", declared, RoaringMaxIDs)
 	}
 	ids = dst
 	if cap(ids)-len(ids) < total {
@@ -216,6 +225,70 @@ func DecodeRoaring(b []byte, dst []uint32) (ids []uint32, n int, err error) {
 		}
 	}
 	return ids, n, nil
+}
+
+// RoaringMaxIDs is the most ids DecodeRoaring (and so a neighbour list) decodes: 16 times the
+// largest M0 a build accepts.
+const RoaringMaxIDs = 1 << 21
+
+// DecodeRoaringBitmap decodes and validates a portable roaring bitmap like DecodeRoaring, into
+// a roaring.Bitmap, one container at a time: runs stay runs, so memory stays in proportion to
+// the input whatever the cardinality.
+func DecodeRoaringBitmap(b []byte) (*roaring.Bitmap, int, error) {
+	var stack [8]roaringDesc
+	descs, n, _, err := roaringParse(b, stack[:0])
+	if err != nil {
+		return nil, 0, fmt.Errorf("invalid roaring bitmap: %w", err)
+	}
+	bm := roaring.New()
+	var scratch []uint32
+	for i := range descs {
+		d := &descs[i]
+		if !d.run {
+			if scratch, err = roaringDecodeContainer(b, d, scratch[:0]); err != nil {
+				return nil, 0, fmt.Errorf("invalid roaring bitmap: container %d (key %d): %w", i, d.key, err)
+			}
+			bm.AddMany(scratch)
+			continue
+		}
+		runs, err := roaringRuns(b, d)
+		if err != nil {
+			return nil, 0, fmt.Errorf("invalid roaring bitmap: container %d (key %d): %w", i, d.key, err)
+		}
+		high := uint64(d.key) << 16
+		for _, r := range runs {
+			bm.AddRange(high+uint64(r[0]), high+uint64(r[0]+r[1]))
+		}
+	}
+	return bm, n, nil
+}
+
+// roaringRuns validates the runs of run container d: (start, length) pairs, ascending, not
+// overlapping, inside 16 bits, adding up to the declared cardinality.
+func roaringRuns(b []byte, d *roaringDesc) ([][2]int, error) {
+	p := b[d.pos:]
+	nRuns := int(binary.LittleEndian.Uint16(p))
+	runs := make([][2]int, 0, nRuns)
+	card, next := 0, 0 // next: smallest value the next run may start at
+	for i := 0; i < nRuns; i++ {
+		start := int(binary.LittleEndian.Uint16(p[2+4*i:]))
+		length := int(binary.LittleEndian.Uint16(p[4+4*i:])) + 1
+		if start < next {
+			return nil, fmt.Errorf("run %d starts at %d, overlapping or unsorted", i, start)
+		}
+		if start+length > 1<<16 {
+			return nil, fmt.Errorf("run %d (start %d, length %d) overflows 16 bits", i, start, length)
+		}
+		if card += length; card > d.card {
+			return nil, fmt.Errorf("runs hold more than the declared cardinality %d", d.card)
+		}
+		runs = append(runs, [2]int{start, length})
+		next = start + length
+	}
+	if card != d.card {
+		return nil, fmt.Errorf("runs hold %d values, declared cardinality %d", card, d.card)
+	}
+	return runs, nil
 }
 
 // roaringParse reads the header of b and walks the container payloads, checking that everything
@@ -307,28 +380,15 @@ func roaringDecodeContainer(b []byte, d *roaringDesc, dst []uint32) ([]uint32, e
 	high := uint32(d.key) << 16
 	p := b[d.pos:]
 	switch {
-	case d.run:
-		nRuns := int(binary.LittleEndian.Uint16(p))
-		card, next := 0, 0 // next: smallest value the next run may start at
-		for i := 0; i < nRuns; i++ {
-			start := int(binary.LittleEndian.Uint16(p[2+4*i:]))
-			length := int(binary.LittleEndian.Uint16(p[4+4*i:])) + 1
-			if start < next {
-				return dst, fmt.Errorf("run %d starts at %d, overlapping or unsorted", i, start)
-			}
-			if start+length > 1<<16 {
-				return dst, fmt.Errorf("run %d (start %d, length %d) overflows 16 bits", i, start, length)
-			}
-			if card += length; card > d.card {
-				return dst, fmt.Errorf("runs hold more than the declared cardinality %d", d.card)
-			}
-			for v := start; v < start+length; v++ {
+	case d.run: // hannoy never writes run containers: allocating here is fine
+		runs, err := roaringRuns(b, d)
+		if err != nil {
+			return dst, err
+		}
+		for _, r := range runs {
+			for v := r[0]; v < r[0]+r[1]; v++ {
 				dst = append(dst, high|uint32(v))
 			}
-			next = start + length
-		}
-		if card != d.card {
-			return dst, fmt.Errorf("runs hold %d values, declared cardinality %d", card, d.card)
 		}
 	case d.card > roaringArrayMax:
 		card := 0

@@ -78,15 +78,14 @@ func DecodeMetadata(b []byte) (*Metadata, error) {
 	if uint64(itemsLen) > uint64(len(rest)) {
 		return nil, fmt.Errorf("invalid metadata: items bitmap of %d bytes, only %d left", itemsLen, len(rest))
 	}
-	ids, n, err := DecodeRoaring(rest[:itemsLen], nil)
+	items, n, err := DecodeRoaringBitmap(rest[:itemsLen])
 	if err != nil {
 		return nil, fmt.Errorf("invalid metadata: items: %w", err)
 	}
 	if n != int(itemsLen) {
 		return nil, fmt.Errorf("invalid metadata: items_len is %d but the bitmap takes %d bytes", itemsLen, n)
 	}
-	m.Items = roaring.New()
-	m.Items.AddMany(ids)
+	m.Items = items
 	rest = rest[itemsLen:]
 	if len(rest) == 0 {
 		return m, nil

@@ -261,5 +261,14 @@ func readMetadata(txn Txn, db *Database, index uint16) (*Metadata, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metadata of index %d: %w", index, corruptf("%v", err))
 	}
+	// Every item has a key of its own: more items than keys is damage, and would have readers
+	// and builds size tables and walks by a number the file cannot back.
+	st, err := txn.lmdbTxn().Stat(db.dbi)
+	if err != nil {
+		return nil, fmt.Errorf("metadata of index %d: %w", index, err)
+	}
+	if n := m.Items.GetCardinality(); n > st.Entries {
+		return nil, fmt.Errorf("metadata of index %d: %w", index, corruptf("%d items, but the database holds %d keys", n, st.Entries))
+	}
 	return m, nil
 }

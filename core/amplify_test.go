@@ -1,0 +1,70 @@
+package core
+
+import (
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/RoaringBitmap/roaring/v2"
+)
+
+// allIDsRuns is a portable roaring bitmap of every id 0..2**32-1 in run containers: 655 KB that
+// a decoder materializing ids would turn into 16 GiB.
+func allIDsRuns(t *testing.T) []byte {
+	t.Helper()
+	bm := roaring.New()
+	bm.AddRange(0, 1<<32)
+	bm.RunOptimize()
+	b, err := bm.ToBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestRunContainersCannotAmplify(t *testing.T) {
+	b := allIDsRuns(t)
+	if _, _, err := DecodeRoaring(b, nil); err == nil {
+		t.Fatal("a list of 2**32 ids was decoded")
+	}
+	if _, err := DecodeLinksValue(append([]byte{TagLinks}, b...), nil); err == nil {
+		t.Fatal("links of 2**32 ids were decoded")
+	}
+	bm, n, err := DecodeRoaringBitmap(b)
+	if err != nil || n != len(b) || bm.GetCardinality() != 1<<32 {
+		t.Fatalf("DecodeRoaringBitmap: %v, %d of %d bytes", err, n, len(b))
+	}
+}
+
+// Metadata claiming more items than the database has keys is refused by readers and writers.
+func TestMetadataWithMoreItemsThanKeys(t *testing.T) {
+	env, db := testDB(t)
+	buildItems(t, env, db, 0, Euclidean, 4, map[uint32][]float32{1: {1, 2, 3, 4}, 2: {4, 3, 2, 1}}, BuildOptions{})
+	items := allIDsRuns(t)
+	v := append([]byte("euclidean\x00"), 0, 0, 0, 4)
+	v = binary.BigEndian.AppendUint32(v, uint32(len(items)))
+	v = append(v, items...)
+	v = binary.LittleEndian.AppendUint32(v, 1)
+	v = append(v, 0)
+	if m, err := DecodeMetadata(v); err != nil || m.Items.GetCardinality() != 1<<32 {
+		t.Fatalf("the metadata should decode (cheaply): %v", err)
+	}
+	update(t, env, func(txn *WriteTxn) error {
+		return txn.LMDB().Put(db.dbi, MetadataKey(0).Bytes(), v, 0)
+	})
+	txn, err := env.BeginRead()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Abort()
+	if _, err := OpenReader(txn, db, 0, Euclidean); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("reader: expected ErrCorrupt, got %v", err)
+	}
+	err = env.Update(func(txn *WriteTxn) error {
+		_, err := NewWriter(txn, db, 0, 4, Euclidean)
+		return err
+	})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("writer: expected ErrCorrupt, got %v", err)
+	}
+}

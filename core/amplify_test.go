@@ -68,3 +68,29 @@ func TestMetadataWithMoreItemsThanKeys(t *testing.T) {
 		t.Fatalf("writer: expected ErrCorrupt, got %v", err)
 	}
 }
+
+// An item whose value is empty (found by FuzzVerify: the error message read its first byte)
+// is corruption for searches and item reads, not a panic.
+func TestEmptyItemValue(t *testing.T) {
+	env, db := testDB(t)
+	vecs := map[uint32][]float32{}
+	for i := uint32(0); i < 20; i++ {
+		vecs[i] = []float32{float32(i), 1, 2, 3}
+	}
+	buildItems(t, env, db, 0, Euclidean, 4, vecs, BuildOptions{})
+	update(t, env, func(txn *WriteTxn) error {
+		for i := uint32(0); i < 20; i++ {
+			if err := txn.LMDB().Put(db.dbi, ItemKey(0, i).Bytes(), nil, 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	r, txn := openReader(t, env, db, 0, Euclidean)
+	if _, err := r.Search(txn, []float32{1, 1, 2, 3}, SearchOptions{Count: 3, Ef: 10}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("search: expected ErrCorrupt, got %v", err)
+	}
+	if _, _, err := r.ItemVector(txn, 5); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("item vector: expected ErrCorrupt, got %v", err)
+	}
+}

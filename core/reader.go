@@ -160,8 +160,11 @@ func (r *Reader) vector(txn Txn, item uint32) ([]byte, error) {
 		}
 		return nil, nil
 	}
-	if len(v) != r.valueLen || v[0] != TagItem {
-		return nil, fmt.Errorf("item %d of index %d: %w", item, r.index, corruptf("value of %d bytes with tag %d, expected %d bytes with tag 0", len(v), v[0], r.valueLen))
+	if len(v) != r.valueLen {
+		return nil, fmt.Errorf("item %d of index %d: %w", item, r.index, corruptf("value of %d bytes, expected %d", len(v), r.valueLen))
+	}
+	if v[0] != TagItem {
+		return nil, fmt.Errorf("item %d of index %d: %w", item, r.index, corruptf("tag %d is not an item's", v[0]))
 	}
 	if cache {
 		r.vecs.put(item, &v[0])

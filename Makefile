@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FUZZTIME ?= 100000x
+# FuzzVerify writes a database file and may open it with LMDB per input: fewer, slower runs
+FUZZVERIFYTIME ?= 20000x
 FUZZ_TARGETS := FuzzDecodeKey FuzzDecodeItemValue FuzzDecodeLinksValue FuzzDecodeRoaring \
                 FuzzDecodeMetadata FuzzDecodeVersion FuzzDecodeUpdateStatus
 
@@ -30,6 +32,7 @@ fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		go test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./core || exit 1; \
 	done
+	go test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZVERIFYTIME) -fuzzminimizetime 50x ./core
 
 test-python: install
 	HANNOY_TEST_INSTALLED=1 HANNOY_REQUIRE_LIBRARY=1 $(PY) -m pytest python/tests -q -ra

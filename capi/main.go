@@ -165,6 +165,20 @@ func hannoy_version(out **C.char, errOut **C.char) C.int {
 	})
 }
 
+//export hannoy_verify
+func hannoy_verify(path *C.char, out **C.char, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		if err := needPtr(path != nil, "path"); err != nil {
+			return err
+		}
+		rep, err := core.Verify(C.GoString(path))
+		if err != nil {
+			return err
+		}
+		return jsonOut(out, rep)
+	})
+}
+
 //export hannoy_db_open
 func hannoy_db_open(path *C.char, metric C.int32_t, name *C.char, envSize C.uint64_t, out *C.uint64_t, errOut **C.char) C.int {
 	return guard(errOut, func() error {

@@ -65,3 +65,46 @@ def library_info() -> dict:
     from . import _ffi
 
     return _ffi.version()
+
+
+def verify(path: "str | bytes | os.PathLike[str]") -> dict:
+    """Check the whole LMDB structure of the database in directory ``path`` before trusting it.
+
+    LMDB trusts its own pages: a file damaged inside its B-tree pages (a bad disk, a truncated
+    copy, a file from somewhere else) can crash the process that opens it. ``verify`` reads
+    every page of ``data.mdb`` with ordinary reads — it neither maps the file nor opens the
+    database — and checks that every page reached is inside the file and of the expected kind,
+    that every record lies inside its page, that no page is reached twice and that LMDB's free
+    list names no page in use. A file it accepts can be opened safely: damage to hannoy's own
+    values is caught by hannoy as they are read. It costs about one sequential read of the
+    file, and may run while other processes use the database.
+
+    Parameters
+    ----------
+    path : str, bytes or os.PathLike
+        The database directory (the one given to :class:`Database`).
+
+    Returns
+    -------
+    dict
+        ``page_size``, ``file_pages``, ``last_page``, ``txn_id``, ``branch_pages``,
+        ``leaf_pages``, ``overflow_pages``, ``free_pages`` and ``databases`` (a list of
+        ``{"name", "entries", "depth"}``, the unnamed database first as ``""``).
+
+    Raises
+    ------
+    CorruptDatabaseError
+        The structure is damaged; the message names the first damage found.
+    HannoyIOError
+        ``path`` holds no ``data.mdb``, cannot be read, or is not an LMDB file.
+
+    Examples
+    --------
+    >>> report = hannoy.verify("/tmp/hannoy-example")
+    >>> report["databases"][0]["name"]
+    ''
+    """
+    from . import _ffi
+    from ._convert import as_path
+
+    return _ffi.verify(as_path(path))

@@ -27,6 +27,7 @@ _Neighbours = List[Tuple[int, float]]
 _Progress = Union[None, bool, Callable[[str, int, int], Any]]
 
 def library_info() -> Dict[str, Any]: ...
+def verify(path: _PathLike) -> Dict[str, Any]: ...
 
 class Metric(enum.IntEnum):
     COSINE = 0

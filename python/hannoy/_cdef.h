@@ -11,6 +11,7 @@
 
 void hannoy_free(void *p);
 int hannoy_version(char **out, char **err);
+int hannoy_verify(const char *path, char **json, char **err);
 
 /* Databases */
 int hannoy_db_open(const char *path, int32_t metric, const char *name, uint64_t env_size,

@@ -8,6 +8,7 @@ nothing.
 from __future__ import annotations
 
 import operator
+import os
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -337,3 +338,17 @@ def as_bool_or_callable(value: Any, what: str) -> Any:
         "%s must be True, False, None or a callable(phase, done, total), got %s"
         % (what, describe(value))
     )
+
+
+def as_path(path: Any) -> str:
+    """A database path as a non-empty str without NUL characters (str, bytes or PathLike)."""
+    try:
+        fspath = os.fspath(path)
+    except TypeError:
+        raise ArgumentTypeError("path must be a str or os.PathLike, got %s" % describe(path)) from None
+    text = os.fsdecode(fspath)
+    if not text:
+        raise InvalidArgumentError("path must be a non-empty path, got ''")
+    if "\x00" in text:
+        raise InvalidArgumentError("path must not contain NUL characters, got %r" % text)
+    return text

@@ -7,7 +7,7 @@ import weakref
 from typing import Any, Dict, Optional, Union
 
 from . import _ffi
-from ._convert import MAX_U64, as_int, describe
+from ._convert import MAX_U64, as_int, as_path, describe
 from ._errors import ArgumentTypeError, HannoyError, InvalidArgumentError
 from ._handle import SharedHandle
 from ._metric import Metric, as_metric
@@ -74,17 +74,7 @@ class Database:
         env_size: Optional[int] = None,
     ) -> None:
         self._h: Optional[SharedHandle] = None
-        try:
-            fspath = os.fspath(path)
-        except TypeError:
-            raise ArgumentTypeError(
-                "path must be a str or os.PathLike, got %s" % describe(path)
-            ) from None
-        self._path: str = os.fsdecode(fspath)
-        if not self._path:
-            raise InvalidArgumentError("path must be a non-empty path, got ''")
-        if "\x00" in self._path:
-            raise InvalidArgumentError("path must not contain NUL characters, got %r" % self._path)
+        self._path: str = as_path(path)
         self._metric = as_metric(distance, "distance")
         if name is not None and not isinstance(name, str):
             raise ArgumentTypeError("name must be a str or None, got %s" % describe(name))

@@ -173,3 +173,15 @@ def version() -> dict:
     check(library.hannoy_version(out, err), err)
     text = take_string(out[0])
     return json.loads(text) if text else {}
+
+
+def verify(path: str) -> dict:
+    """The library's ``hannoy_verify`` JSON report for the database directory ``path``."""
+    import json
+
+    library = lib()
+    out = _ffi.new("char **")
+    err = _ffi.new("char **")
+    check(library.hannoy_verify(os.fsencode(path), out, err), err)
+    text = take_string(out[0])
+    return json.loads(text) if text else {}

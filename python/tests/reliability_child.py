@@ -284,12 +284,22 @@ def exercise(path: str, metric: str, dims: int, seed: int) -> Dict[str, Any]:
 
 
 def cmd_corrupt(spec_file: str) -> None:
-    """For each trial of the JSON spec [{"path", "metric", "dims", "seed"}, ...]: print
-    TRIAL i, exercise the database, print its JSON result."""
+    """For each trial of the JSON spec [{"path", "metric", "dims", "seed", "verify"?}, ...]:
+    print TRIAL i, exercise the database (if "verify", only when hannoy.verify accepts it),
+    print its JSON result."""
     with open(spec_file) as f:
         trials = json.load(f)
     for i, t in enumerate(trials):
         print("TRIAL %d" % i, flush=True)
+        if t.get("verify"):
+            # hannoy.verify first, as a user handed an untrusted file would: only a file it
+            # accepts is opened.
+            try:
+                hannoy.verify(t["path"])
+            except hannoy.HannoyError as e:
+                res = {"ok": 0, "errors": {}, "other": [], "refused": type(e).__name__}
+                print("JSON " + json.dumps(res), flush=True)
+                continue
         res = exercise(t["path"], t["metric"], t["dims"], t["seed"])
         print("JSON " + json.dumps(res), flush=True)
 

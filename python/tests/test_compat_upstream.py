@@ -459,6 +459,10 @@ def test_upstream_built_reads_here(builds: Builds, metric: str) -> None:
     assert all(len(k) == 8 for k in raw), "upstream wrote non-hannoy keys?"
     for index in (0, 1, 2):
         check_index_validity(raw, index, metric)
+    # hannoy.verify accepts the files Rust's LMDB (through heed) writes, and counts their keys
+    report = hannoy.verify(up.path)
+    assert [d["name"] for d in report["databases"]] == [""]
+    assert report["databases"][0]["entries"] == len(raw)
     with hannoy.Database(up.path, getattr(Metric, metric)) as db:
         for index in (0, 1, 2):
             r = db.reader(index)

@@ -5,10 +5,12 @@ must raise Python exceptions or return results: the interpreter never dies of a 
 fatal error. Every trial runs in a child process (several trials per child, each announced, so a
 crash names its trial and seed).
 
-What is *not* promised (and not tested): LMDB trusts its own B-tree pages; bytes damaged inside
-them (rather than inside hannoy's values) can fault inside LMDB's C code. The engine checks at
-open what is cheap to check (core/envcheck.go): both meta pages (magic, version, flags, page
-size) and that the file holds every page the newest meta page names.
+LMDB trusts its own B-tree pages: bytes damaged inside them (rather than inside hannoy's values)
+can fault inside LMDB's C code. The engine checks at open what is cheap to check
+(core/envcheck.go): both meta pages (magic, version, flags, page size) and that the file holds
+every page the newest meta page names. ``hannoy.verify`` walks every page: bytes damaged
+anywhere in data.mdb are either refused by it or harmless to open, read, search and write
+(test_damaged_pages_are_refused_by_verify_or_harmless).
 """
 
 from __future__ import annotations
@@ -212,7 +214,9 @@ def run_trials(trials: List[Dict[str, Any]], tmp: Path, label: str) -> Dict[str,
     must exit 0 or 1. Returns totals."""
     groups = [trials[i : i + TRIALS_PER_CHILD] for i in range(0, len(trials), TRIALS_PER_CHILD)]
     procs = []
-    totals: Dict[str, Any] = {"trials": 0, "ok": 0, "errors": {}, "other": [], "messages": {}}
+    totals: Dict[str, Any] = {
+        "trials": 0, "ok": 0, "errors": {}, "other": [], "messages": {}, "refused": {}
+    }  # fmt: skip
 
     def start(gi: int) -> Tuple[subprocess.Popen, List[Dict[str, Any]]]:
         spec = tmp / ("%s-spec-%d.json" % (label, gi))
@@ -253,6 +257,8 @@ def run_trials(trials: List[Dict[str, Any]], tmp: Path, label: str) -> Dict[str,
                 for k, v in r["errors"].items():
                     totals["errors"][k] = totals["errors"].get(k, 0) + v
                 totals["other"] += r["other"]
+                if "refused" in r:
+                    totals["refused"][r["refused"]] = totals["refused"].get(r["refused"], 0) + 1
                 for m in r.get("messages", []):
                     seeds = totals["messages"].setdefault(m, [])
                     seeds.append((current["seed"], current["damage"]))
@@ -321,3 +327,61 @@ def test_truncated_data_file_is_refused_at_open(pristine: Dict[str, Path], tmp_p
         assert isinstance(info.value, RuntimeError)
         assert "data.mdb" in str(info.value), str(info.value)
         assert (dst / "data.mdb").stat().st_size == n  # not "repaired" or overwritten
+
+
+PAGE_TRIALS = int(os.environ.get("HANNOY_RELIABILITY_PAGE_TRIALS", "300"))
+
+
+def damage_pages(src: Path, dst: Path, rng: np.random.Generator) -> List[str]:
+    """Copy src to dst and overwrite 1-4 spans of 1-8 random bytes of data.mdb's B-tree pages:
+    in a page's header and node pointers (LMDB's own structure) or anywhere in the page."""
+    shutil.copytree(src, dst)
+    data = dst / "data.mdb"
+    page = 4096
+    pages = data.stat().st_size // page
+    done = []
+    with open(data, "r+b") as f:
+        for _ in range(int(rng.integers(1, 5))):
+            p = int(rng.integers(2, pages))
+            f.seek(p * page + 12)
+            lower = int.from_bytes(f.read(2), "little")
+            where = str(rng.choice(["header", "pointers", "anywhere"]))
+            if where == "header":
+                off = int(rng.integers(0, 16))
+            elif where == "pointers":
+                off = int(rng.integers(16, max(17, min(lower, page - 8))))
+            else:
+                off = int(rng.integers(0, page - 8))
+            n = int(rng.integers(1, 9))
+            f.seek(p * page + off)
+            f.write(rng.bytes(n))
+            done.append("%s:page %d+%d (%d bytes)" % (where, p, off, n))
+    return done
+
+
+@pytest.mark.slow
+def test_damaged_pages_are_refused_by_verify_or_harmless(
+    pristine: Dict[str, Path], tmp_path: Path
+) -> None:
+    """PAGE_TRIALS seeds: random bytes written into LMDB's own pages (headers, node pointers,
+    nodes, values). A user who runs hannoy.verify before opening never sees the interpreter
+    die: verify refuses the file with CorruptDatabaseError/HannoyIOError, or opening, reading,
+    searching and writing it raise Python exceptions or return results."""
+    trials = []
+    for seed in range(PAGE_TRIALS):
+        rng = np.random.default_rng([9, seed])
+        metric = METRICS[seed % len(METRICS)]
+        dst = tmp_path / ("p%d" % seed)
+        damage = damage_pages(pristine[str(metric)], dst, rng)
+        trials.append({"path": str(dst), "metric": str(metric), "dims": DIMS, "seed": seed,
+                       "damage": damage, "verify": True})  # fmt: skip
+    totals = run_trials(trials, tmp_path, "pages")
+    refused = sum(totals["refused"].values())
+    print("damaged pages:", len(trials), "trials,", refused, "refused by verify", totals["refused"],
+          "; the others:", totals["ok"], "ok calls, errors", totals["errors"])  # fmt: skip
+    assert not totals["other"], totals["other"][:10]
+    assert set(totals["refused"]) <= {"CorruptDatabaseError", "HannoyIOError"}, totals["refused"]
+    # the damage is real: verify refuses most files, and some pass (damage in free space or in
+    # values) and are then used without harm
+    assert refused >= len(trials) // 3, totals["refused"]
+    assert refused < len(trials), "verify refused every file"

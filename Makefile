@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FUZZTIME ?= 100000x
 # FuzzVerify writes a database file and may open it with LMDB per input: fewer, slower runs
-FUZZVERIFYTIME ?= 20000x
+FUZZVERIFYTIME ?= 10000x
 FUZZ_TARGETS := FuzzDecodeKey FuzzDecodeItemValue FuzzDecodeLinksValue FuzzDecodeRoaring \
                 FuzzDecodeMetadata FuzzDecodeVersion FuzzDecodeUpdateStatus
 

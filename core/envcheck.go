@@ -101,6 +101,16 @@ func checkDataFile(path string) error {
 	if m1.pageSize != ps {
 		return bad("meta pages disagree on the page size (%d and %d)", ps, m1.pageSize)
 	}
+	// LMDB writes the meta of transaction t into page t%2, and reads the page the newest
+	// transaction id's parity names: a damaged id could have it read the older meta page.
+	if newest, index := max(m0.txnID, m1.txnID), uint64(0); newest > 0 {
+		if m1.txnID > m0.txnID {
+			index = 1
+		}
+		if newest&1 != index {
+			return bad("the newest meta page (%d) holds transaction %d, which belongs in page %d", index, newest, newest&1)
+		}
+	}
 	// LMDB may fall back to either meta page: both must describe a file that fits.
 	pages := uint64(st.Size()) / uint64(ps)
 	for i, m := range []lmdbMeta{m0, m1} {

@@ -239,9 +239,15 @@ func newestMeta(f *os.File) (verifiedMeta, error) {
 	if err != nil {
 		return out, fmt.Errorf("meta page 1: %v", err)
 	}
-	m, raw := m0, head
+	m, raw, index := m0, head, uint64(0)
 	if m1.txnID > m0.txnID {
-		m, raw = m1, page1
+		m, raw, index = m1, page1, 1
+	}
+	// LMDB writes the meta of transaction t into page t%2 and, once open, reads the page the
+	// transaction id's parity names: a newest meta in the other page would have it read the
+	// other, older one.
+	if m.txnID&1 != index {
+		return out, fmt.Errorf("the newest meta page (%d) holds transaction %d, which belongs in page %d", index, m.txnID, m.txnID&1)
 	}
 	out.lmdbMeta = m
 	dbs := raw[lmdbPageHeader+24:]

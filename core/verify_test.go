@@ -157,6 +157,19 @@ func TestVerifyFindsDamage(t *testing.T) {
 			}
 			le.PutUint64(b[m+lmdbPageHeader+24+48+32:], 1)
 		},
+		// Found by FuzzVerify: an older meta page given the largest transaction id is the one
+		// Verify would walk, but LMDB reads the page the id's parity names: the other one.
+		"transaction id in the wrong meta page": func(b []byte) {
+			m0, m1 := le.Uint64(b[lmdbPageHeader+128:]), le.Uint64(b[ps+lmdbPageHeader+128:])
+			older, id := 0, max(m0, m1)+1
+			if m1 < m0 {
+				older = ps
+			}
+			if uint64(older/ps) == id&1 {
+				id++
+			}
+			le.PutUint64(b[older+lmdbPageHeader+128:], id)
+		},
 		"database flags (DUPSORT)": func(b []byte) {
 			m := 0
 			if le.Uint64(b[ps+lmdbPageHeader+128:]) > le.Uint64(b[lmdbPageHeader+128:]) {

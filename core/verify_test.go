@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 )
 
@@ -213,4 +214,82 @@ func TestVerifyNotADatabase(t *testing.T) {
 	if _, err := Verify(dir); !errors.Is(err, ErrNotDatabase) {
 		t.Fatalf("garbage: %v", err)
 	}
+}
+
+// Commits landing while Verify reads (and reusing the pages it reads) never make it report
+// damage: it walks again, or says the file kept changing.
+func TestVerifyWhileWriting(t *testing.T) {
+	dir := t.TempDir()
+	env, err := OpenEnv(dir, Options{MapSize: 1 << 28})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	db, err := env.OpenDatabase("", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	items := 20000
+	if raceEnabled { // the race detector slows the build tenfold
+		items = 2000
+	}
+	buildItems(t, env, db, 0, Euclidean, 16, randomVectors(rng, items, 16), BuildOptions{})
+	var commits atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		r := rand.New(rand.NewPCG(9, 9))
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			// Overwrite scattered vectors without building: every commit copies and frees pages.
+			err := env.Update(func(txn *WriteTxn) error {
+				w, err := NewWriter(txn, db, 0, 16, Euclidean)
+				if err != nil {
+					return err
+				}
+				for i := 0; i < 50; i++ {
+					v := make([]float32, 16)
+					v[0] = r.Float32()
+					if err := w.AddItem(txn, uint32(r.IntN(items)), v); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				done <- err
+				return
+			}
+			commits.Add(1)
+		}
+	}()
+	verified, busy := 0, 0
+	for attempts := 0; commits.Load() < 300 && !(raceEnabled && attempts == 3); attempts++ {
+		rep, err := Verify(dir) // slow under the race detector: a few attempts then
+		switch {
+		case err == nil:
+			verified++
+			if rep.Databases[0].Entries < uint64(items) {
+				t.Errorf("a report of %d entries", rep.Databases[0].Entries)
+			}
+		case errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotDatabase):
+			t.Fatalf("after %d commits: %v", commits.Load(), err)
+		default:
+			busy++
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(dir); err != nil {
+		t.Fatalf("after the writes: %v", err)
+	}
+	t.Logf("during %d commits: %d verifications completed, %d gave up (the file kept changing)", commits.Load(), verified, busy)
 }

@@ -77,7 +77,8 @@ def verify(path: "str | bytes | os.PathLike[str]") -> dict:
     that every record lies inside its page, that no page is reached twice and that LMDB's free
     list names no page in use. A file it accepts can be opened safely: damage to hannoy's own
     values is caught by hannoy as they are read. It costs about one sequential read of the
-    file, and may run while other processes use the database.
+    file, and may run while other processes use the database (a commit landing meanwhile makes it
+walk again).
 
     Parameters
     ----------
@@ -97,6 +98,9 @@ def verify(path: "str | bytes | os.PathLike[str]") -> dict:
         The structure is damaged; the message names the first damage found.
     HannoyIOError
         ``path`` holds no ``data.mdb``, cannot be read, or is not an LMDB file.
+    HannoyError
+        Commits kept landing while the file was read (it walks again after each, five times):
+        try again when the database is not being written.
 
     Examples
     --------

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/PowerDNS/lmdb-go/lmdb"
 	"github.com/hannoy-go/hannoy/core"
 )
 
@@ -59,6 +60,8 @@ type envEntry struct {
 	writerThreads map[int]bool
 	// mapSize is the current map size (it grows when a Database asks for a larger env_size).
 	mapSize int64
+	// readOnly: the environment was opened read-only (MDB_RDONLY).
+	readOnly bool
 	// active counts what holds LMDB transactions (open readers and writers, short views):
 	// LMDB may only change the map size while this process has none, because a remap moves
 	// the memory their values point into. Guarded by reg.mu.
@@ -78,18 +81,24 @@ func (e *envEntry) release() {
 	reg.mu.Unlock()
 }
 
+// dbReadOnly is the hannoy_db_open flag that opens a database read-only.
+const dbReadOnly = 1
+
 type dbHandle struct {
-	entry   *envEntry
-	db      *core.Database
-	metric  core.Metric
-	name    string
-	mu      sync.Mutex
-	writers int
-	readers int
+	entry    *envEntry
+	db       *core.Database
+	metric   core.Metric
+	name     string
+	readOnly bool // writers are refused
+	mu       sync.Mutex
+	writers  int
+	readers  int
 }
 
-// openDB opens (or shares) the environment at path and the database name in it.
-func openDB(path string, metric core.Metric, name string, envSize int64) (*dbHandle, error) {
+// openDB opens (or shares) the environment at path and the database name in it. Read-only, the
+// directory and the database must exist, and nothing is written (the lock file excepted, unless
+// the file system is read-only).
+func openDB(path string, metric core.Metric, name string, envSize int64, readOnly bool) (*dbHandle, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w: the database path is empty", core.ErrInvalidArgument)
 	}
@@ -100,6 +109,9 @@ func openDB(path string, metric core.Metric, name string, envSize int64) (*dbHan
 	if st, err := os.Stat(abs); err == nil && !st.IsDir() {
 		return nil, &os.PathError{Op: "open database", Path: abs, Err: errors.New("not a directory (a database is a directory)")}
 	} else if errors.Is(err, os.ErrNotExist) {
+		if readOnly {
+			return nil, &os.PathError{Op: "open database read-only", Path: abs, Err: os.ErrNotExist}
+		}
 		if err := os.MkdirAll(abs, 0o755); err != nil {
 			return nil, fmt.Errorf("create database directory: %w", err)
 		}
@@ -112,14 +124,17 @@ func openDB(path string, metric core.Metric, name string, envSize int64) (*dbHan
 	defer reg.mu.Unlock()
 	entry := reg.envs[canon]
 	if entry == nil {
-		env, err := core.OpenEnv(canon, core.Options{MapSize: envSize})
+		env, err := core.OpenEnv(canon, core.Options{MapSize: envSize, ReadOnly: readOnly})
 		if err != nil {
 			return nil, err
 		}
 		entry = &envEntry{env: env, path: canon, dbs: map[string]*core.Database{}, writerThreads: map[int]bool{},
-			mapSize: env.MapSize()}
+			mapSize: env.MapSize(), readOnly: readOnly}
 		reg.envs[canon] = entry
-	} else if envSize > entry.mapSize {
+	} else if entry.readOnly && !readOnly {
+		return nil, fmt.Errorf("%w: the database at %s is already open read-only in this process; close every "+
+			"Database on this path before opening it for writing", errBusy, canon)
+	} else if envSize > entry.mapSize && !entry.readOnly {
 		// Growing the map remaps the file: only safe while no transaction of this process
 		// holds pointers into the old mapping (readers read vectors in place).
 		if entry.active > 0 {
@@ -135,7 +150,11 @@ func openDB(path string, metric core.Metric, name string, envSize int64) (*dbHan
 	}
 	db := entry.dbs[name]
 	if db == nil {
-		db, err = entry.env.OpenDatabase(name, true)
+		db, err = entry.env.OpenDatabase(name, !entry.readOnly)
+		if err != nil && entry.readOnly && lmdb.IsNotFound(errors.Unwrap(err)) {
+			err = fmt.Errorf("%w: there is no database named %q at %s, and a database opened read-only cannot create one",
+				core.ErrMissingMetadata, name, canon)
+		}
 		if err != nil {
 			if entry.refs == 0 {
 				entry.env.Close()
@@ -146,7 +165,7 @@ func openDB(path string, metric core.Metric, name string, envSize int64) (*dbHan
 		entry.dbs[name] = db
 	}
 	entry.refs++
-	return &dbHandle{entry: entry, db: db, metric: metric, name: name}, nil
+	return &dbHandle{entry: entry, db: db, metric: metric, name: name, readOnly: readOnly}, nil
 }
 
 func (d *dbHandle) close() error {

@@ -180,7 +180,7 @@ func hannoy_verify(path *C.char, out **C.char, errOut **C.char) C.int {
 }
 
 //export hannoy_db_open
-func hannoy_db_open(path *C.char, metric C.int32_t, name *C.char, envSize C.uint64_t, out *C.uint64_t, errOut **C.char) C.int {
+func hannoy_db_open(path *C.char, metric C.int32_t, name *C.char, envSize C.uint64_t, flags C.int32_t, out *C.uint64_t, errOut **C.char) C.int {
 	return guard(errOut, func() error {
 		if err := needPtr(path != nil && out != nil, "path or output handle"); err != nil {
 			return err
@@ -199,7 +199,10 @@ func hannoy_db_open(path *C.char, metric C.int32_t, name *C.char, envSize C.uint
 				return invalid("a database name must not be empty (use NULL for the unnamed database)")
 			}
 		}
-		d, err := openDB(C.GoString(path), m, n, int64(envSize))
+		if flags&^dbReadOnly != 0 {
+			return invalid("unknown database flags %#x", int32(flags))
+		}
+		d, err := openDB(C.GoString(path), m, n, int64(envSize), flags&dbReadOnly != 0)
 		if err != nil {
 			return err
 		}
@@ -269,6 +272,9 @@ func hannoy_writer_open(h C.uint64_t, index C.uint32_t, dims C.uint32_t, m C.uin
 		d, err := lookup[*dbHandle](uint64(h), "database")
 		if err != nil {
 			return err
+		}
+		if d.readOnly {
+			return invalid("expected a database open for writing, but this one was opened read-only (read_only=True); open it without read_only to write")
 		}
 		if index > math.MaxUint16 {
 			return invalid("index must be between 0 and 65535, got %d", uint32(index))

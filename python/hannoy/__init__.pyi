@@ -48,9 +48,13 @@ class Database:
         distance: Union[Metric, str, int] = ...,
         name: Optional[str] = None,
         env_size: Optional[int] = None,
+        *,
+        read_only: bool = False,
     ) -> None: ...
     @property
     def path(self) -> str: ...
+    @property
+    def read_only(self) -> bool: ...
     @property
     def metric(self) -> Metric: ...
     @property

@@ -18,6 +18,15 @@ __all__ = ["Database"]
 
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
+_READ_ONLY = 1  # hannoy_db_open flag
+
+
+def _reopen(
+    path: str, metric: Metric, name: Optional[str], env_size: Optional[int], read_only: bool
+) -> "Database":
+    """Unpickling: open the same database again (see Database.__reduce__)."""
+    return Database(path, metric, name, env_size, read_only=read_only)
+
 
 class Database:
     """An on-disk database of HNSW indexes (LMDB), in the format of hannoy 0.1.3.
@@ -39,12 +48,18 @@ class Database:
         Hard limit of the map size in bytes (a full map raises :class:`~hannoy.MapFullError`
         and leaves the last commit intact). The default is large (1 TiB of address space);
         the file only grows with use.
+    read_only : bool, default False
+        Open an existing database for reading only: nothing is created and nothing written
+        (LMDB's ``lock.mdb`` excepted, unless the file system itself is read-only), so a
+        database on a read-only mount or in files the user may not write (with a writable
+        ``lock.mdb``) can be searched. :meth:`writer` then raises. A path open read-only in
+        this process cannot also be opened for writing until every ``Database`` on it is closed.
 
     Raises
     ------
     OSError
         The path is a file, is not writable, or is not an LMDB database
-        (:class:`~hannoy.HannoyIOError`).
+        (:class:`~hannoy.HannoyIOError`); read-only, also when it does not exist.
 
     Examples
     --------
@@ -72,8 +87,13 @@ class Database:
         distance: Union[Metric, str, int] = Metric.EUCLIDEAN,
         name: Optional[str] = None,
         env_size: Optional[int] = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self._h: Optional[SharedHandle] = None
+        if not isinstance(read_only, bool):
+            raise ArgumentTypeError("read_only must be a bool, got %s" % describe(read_only))
+        self._read_only = read_only
         self._path: str = as_path(path)
         self._metric = as_metric(distance, "distance")
         if name is not None and not isinstance(name, str):
@@ -92,8 +112,9 @@ class Database:
         err = ffi.new("char **")
         c_name = ffi.NULL if name is None else name.encode("utf-8")
         rc = lib.hannoy_db_open(
-            os.fsencode(self._path), int(self._metric), c_name, self._env_size or 0, out, err
-        )
+            os.fsencode(self._path), int(self._metric), c_name, self._env_size or 0,
+            _READ_ONLY if read_only else 0, out, err,
+        )  # fmt: skip
         _ffi.check(rc, err)
         self._h = SharedHandle("database", int(out[0]), "hannoy_db_close")
         self._finalizer = weakref.finalize(self, self._h.finalize)
@@ -114,6 +135,11 @@ class Database:
     def name(self) -> Optional[str]:
         """The named LMDB database, or None for the main one."""
         return self._name
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the database was opened read-only."""
+        return self._read_only
 
     @property
     def env_size(self) -> Optional[int]:
@@ -271,13 +297,15 @@ class Database:
 
     def __reduce__(self) -> Any:
         # Pickling reopens the same path in the other process (multiprocessing "spawn").
-        return (Database, (self._path, self._metric, self._name, self._env_size))
+        return (_reopen, (self._path, self._metric, self._name, self._env_size, self._read_only))
 
     def __repr__(self) -> str:
         closed = " closed" if self.closed else ""
-        return "<hannoy.Database path=%r metric=%s name=%r%s>" % (
+        ro = " read-only" if self._read_only else ""
+        return "<hannoy.Database path=%r metric=%s name=%r%s%s>" % (
             self._path,
             self._metric,
             self._name,
+            ro,
             closed,
         )

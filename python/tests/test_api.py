@@ -87,6 +87,7 @@ def test_database_signature() -> None:
         ("distance", P.POSITIONAL_OR_KEYWORD, Metric.EUCLIDEAN),
         ("name", P.POSITIONAL_OR_KEYWORD, None),
         ("env_size", P.POSITIONAL_OR_KEYWORD, None),
+        ("read_only", P.KEYWORD_ONLY, False),  # ours: keyword-only, upstream's calls unchanged
     ]
     assert _params(Database.writer) == [
         ("self", P.POSITIONAL_OR_KEYWORD, E),

@@ -23,6 +23,8 @@ Examples
 [(0, 0.0030...), (1, 0.4447...)]
 """
 
+import os
+
 from ._database import Database
 from ._errors import (  # noqa: F401  (exported, not in __all__)
     ArgumentTypeError,

@@ -11,7 +11,9 @@ Tests that need the library are skipped (with the reason) when it cannot be foun
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
@@ -136,3 +138,19 @@ def array_db(make_db: Callable[..., hannoy.Database]) -> hannoy.Database:
     with db.writer(3, m=4, ef=10) as writer:
         writer.add_items([0, 1, 2], vectors)
     return db
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory uid 65534 can enter (pytest's tmp_path base is 0o700), removed at the end
+    (permissions the test took away are given back first)."""
+    d = Path(tempfile.mkdtemp(prefix="hannoy-shared-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        for root, dirs, _ in os.walk(d):
+            os.chmod(root, 0o755)
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+        shutil.rmtree(d)

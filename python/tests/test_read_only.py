@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -115,19 +112,6 @@ with hannoy.Database(path, hannoy.Metric.COSINE, read_only=True) as db:
 print("JSON " + json.dumps(out))
 """
 
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="hannoy-ro-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        for root, dirs, _ in os.walk(d):
-            os.chmod(root, 0o755)
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o755)
-        shutil.rmtree(d)
 
 
 @pytest.mark.slow

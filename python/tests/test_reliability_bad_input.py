@@ -26,7 +26,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
@@ -958,20 +957,6 @@ out["results"] = results
 print("JSON " + json.dumps(out), flush=True)
 """
 
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory uid 65534 can enter (pytest's tmp_path base is 0o700), removed at the end."""
-    d = Path(tempfile.mkdtemp(prefix="hannoy-readonly-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        for root, dirs, files in os.walk(d):
-            os.chmod(root, 0o755)
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o755)
-        shutil.rmtree(d)
 
 
 def make_read_only(path: Path) -> None:

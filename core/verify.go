@@ -19,8 +19,9 @@ import (
 // code. A file Verify accepts holds none of those: every page reached is inside the file and of
 // the expected kind, every node and value lies inside its page or its overflow pages, no page is
 // reached twice, and the free list names no page in use. (The bytes of hannoy's own values are
-// checked by its decoders as they are read.) Verify reads every page once: it costs about a
-// sequential read of the file.
+// checked by its decoders as they are read.) Verify reads every tree page once and only the
+// header of each value's overflow pages: less than reading the file (13 ms for a 40 MiB file of
+// 10,000 784-d vectors, where reading it whole takes 36 ms).
 //
 // A commit landing while Verify runs restarts the walk (a few times, then it gives up with an
 // error saying so). The database need not be open, and Verify takes no LMDB lock.

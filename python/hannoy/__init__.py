@@ -78,9 +78,10 @@ def verify(path: "str | bytes | os.PathLike[str]") -> dict:
     database — and checks that every page reached is inside the file and of the expected kind,
     that every record lies inside its page, that no page is reached twice and that LMDB's free
     list names no page in use. A file it accepts can be opened safely: damage to hannoy's own
-    values is caught by hannoy as they are read. It costs about one sequential read of the
-    file, and may run while other processes use the database (a commit landing meanwhile makes it
-walk again).
+    values is caught by hannoy as they are read. It reads LMDB's tree pages and the first bytes
+    of each value's overflow pages, not the vectors themselves: less than reading the file. It
+    may run while other processes use the database (a commit landing meanwhile makes it walk
+    again).
 
     Parameters
     ----------

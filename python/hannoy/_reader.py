@@ -116,6 +116,12 @@ class Reader:
     by many threads at once; every search releases the GIL. Close it (or use ``with``) to
     release its snapshot.
 
+    A reader holds one slot of LMDB's reader table, and takes one more for each further thread
+    searching at the same moment (up to the number of CPUs) — but only while no commit has
+    landed since it was opened, as a later slot would see another snapshot. After a commit,
+    threads searching it share the slots it already has: open a new reader after commits to
+    search from many threads in parallel again (it also sees the new data).
+
     Distances are those of upstream hannoy: squared L2 for euclidean, ``(1 - cos) / 2`` for
     cosine, L1 for manhattan, see :class:`Metric`. Results are ascending by
     ``(distance, id)``.

@@ -163,25 +163,23 @@ def call(name: str, *args: Any) -> None:
     check(getattr(library, name)(*args, err), err)
 
 
-def version() -> dict:
-    """The library's ``hannoy_version`` JSON as a dict (loads the library)."""
+def call_json(name: str, *args: Any) -> dict:
+    """Call ``hannoy_<name>(*args, char **json, char **err)`` and return the JSON as a dict."""
     import json
 
     library = lib()
     out = _ffi.new("char **")
     err = _ffi.new("char **")
-    check(library.hannoy_version(out, err), err)
+    check(getattr(library, name)(*args, out, err), err)
     text = take_string(out[0])
     return json.loads(text) if text else {}
+
+
+def version() -> dict:
+    """The library's ``hannoy_version`` JSON as a dict (loads the library)."""
+    return call_json("hannoy_version")
 
 
 def verify(path: str) -> dict:
     """The library's ``hannoy_verify`` JSON report for the database directory ``path``."""
-    import json
-
-    library = lib()
-    out = _ffi.new("char **")
-    err = _ffi.new("char **")
-    check(library.hannoy_verify(os.fsencode(path), out, err), err)
-    text = take_string(out[0])
-    return json.loads(text) if text else {}
+    return call_json("hannoy_verify", os.fsencode(path))

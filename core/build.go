@@ -906,7 +906,9 @@ func (b *builder) repairDeletions() error {
 		return err
 	}
 	scan := func(id uint32, layer int, links []uint32) {
-		if b.toDelete.Contains(id) {
+		// Links of a deleted item go with it; links stored for an item the index does not hold
+		// (a damaged or foreign key) are unreachable by any search: leave both alone.
+		if b.toDelete.Contains(id) || !b.items.Contains(id) {
 			return
 		}
 		if layer >= 1 {

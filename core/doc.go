@@ -12,10 +12,19 @@
 //	metric.go                        the seven metrics: codecs, headers, distances
 //	env.go, txn.go                   LMDB environments, databases and transactions
 //	writer.go                        adding, deleting and reading items before a build
-//	build.go, graph.go, source.go    the HNSW build (insertion, deletion repair, writing links)
+//	build.go                         the HNSW build: options, progress, its steps in order, metadata
+//	build_worker.go                  build workers: vector and link access, layer search, selection
+//	graph.go                         the build's in-memory nodes and id tables
+//	insert.go                        inserting new and overwritten items
+//	repair.go                        repairing the links of deleted items
+//	writelinks.go                    writing the changed links back
+//	reachability.go                  reconnecting orphaned items, making layer 0 reachable
 //	levels.go                        level assignment
 //	reader.go, search.go             opening an index and searching it
 //	heap.go, visited.go              search data structures
 //	prefetch.go                      the HANNOY_READER_PREFETCH_MEMORY warm-up hint
+//	indexes.go                       listing the built indexes of a database; the kernels in use
+//	norm.go                          the cosine norm, summed like the reference's kernel
+//	envcheck.go, verify.go           checking LMDB's meta pages at open; walking every page (Verify)
 //	errors.go                        error values
 package core

@@ -1,0 +1,265 @@
+// This file holds the build worker: its per-goroutine state, access to vectors and links, and
+// the HNSW search and neighbour-selection primitives the build steps use.
+
+package core
+
+import (
+	"fmt"
+
+	"github.com/hannoy-go/hannoy/core/internal/vecmath"
+)
+
+// worker holds what one goroutine needs: its read transaction and search scratch space.
+type worker struct {
+	b       *builder
+	txn     *ReadTxn
+	visited *visitedSet
+	cand    minHeap
+	res     maxHeap
+	ids     []uint32
+	sel     []scored
+	scratch []scored
+	pend    []pendingVector
+}
+
+func (b *builder) newWorker() (*worker, error) {
+	wk := &worker{b: b, visited: newVisitedSet(1024)}
+	if !b.preloaded {
+		txn, err := b.w.db.env.BeginRead()
+		if err != nil {
+			return nil, err
+		}
+		if txn.ID() != b.txn.txn.ID()-1 {
+			txn.Abort()
+			return nil, fmt.Errorf("internal error: read snapshot %d is not the parent of write transaction %d", txn.ID(), b.txn.txn.ID())
+		}
+		b.readersMu.Lock()
+		b.readers = append(b.readers, txn)
+		b.readersMu.Unlock()
+		wk.txn = txn
+	}
+	return wk, nil
+}
+
+// vector returns the value of item id, or nil if it has none (deleted).
+func (wk *worker) vector(id uint32) ([]byte, error) {
+	b := wk.b
+	if !b.vecs.inRange(id) {
+		return nil, nil // a link to an id beyond every item: treated as deleted
+	}
+	if p := b.vecs.get(id); p != nil {
+		if p == &absentVector {
+			return nil, nil
+		}
+		return refBytes(p, b.valueLen), nil
+	}
+	if b.preloaded {
+		return nil, nil
+	}
+	v, ok, err := get(wk.txn, b.w.db, ItemKey(b.w.index, id))
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		b.vecs.put(id, &absentVector)
+		return nil, nil
+	}
+	if len(v) != b.valueLen {
+		return nil, fmt.Errorf("item %d: %w", id, corruptf("value of %d bytes, expected %d", len(v), b.valueLen))
+	}
+	if v[0] != TagItem {
+		return nil, fmt.Errorf("item %d: %w", id, corruptf("tag %d is not an item's", v[0]))
+	}
+	b.vecs.put(id, &v[0])
+	return v, nil
+}
+
+// diskLinks appends the links of id on layer as stored in the base graph.
+func (wk *worker) diskLinks(id uint32, layer int, dst []uint32) ([]uint32, error) {
+	b := wk.b
+	if b.preloaded {
+		return append(dst, b.preLinks[uint64(id)<<8|uint64(layer)]...), nil
+	}
+	if layer > 255 {
+		return dst, nil
+	}
+	v, ok, err := get(wk.txn, b.w.db, LinksKey(b.w.index, id, uint8(layer)))
+	if err != nil || !ok {
+		return dst, err
+	}
+	dst, err = DecodeLinksValue(v, dst)
+	if err != nil {
+		return dst, fmt.Errorf("links of item %d on layer %d: %w", id, layer, corruptf("%v", err))
+	}
+	return dst, nil
+}
+
+// neighbours appends the current links of id on layer: the in-memory list if the build changed
+// it, the base graph's otherwise.
+func (wk *worker) neighbours(id uint32, layer int, dst []uint32) ([]uint32, error) {
+	if n := wk.b.nodes.get(id); n != nil {
+		n.mu.Lock()
+		if layer < len(n.layers) && n.layers[layer].loaded {
+			for _, s := range n.layers[layer].links {
+				dst = append(dst, s.id)
+			}
+			n.mu.Unlock()
+			return dst, nil
+		}
+		fresh := n.fresh
+		n.mu.Unlock()
+		if fresh {
+			return dst, nil
+		}
+	}
+	return wk.diskLinks(id, layer, dst)
+}
+
+func (wk *worker) dist(a, b []byte) float32 { return wk.b.metric.distance(a, b) }
+
+// distIDs is the distance between two stored items; ok is false if either has no vector.
+func (wk *worker) distIDs(a, b uint32) (float32, bool, error) {
+	va, err := wk.vector(a)
+	if err != nil || va == nil {
+		return 0, false, err
+	}
+	vb, err := wk.vector(b)
+	if err != nil || vb == nil {
+		return 0, false, err
+	}
+	return wk.dist(va, vb), true, nil
+}
+
+// searchLayer is HNSW's beam search on one layer from eps, returning up to ef closest items
+// ascending. self is never returned.
+func (wk *worker) searchLayer(qv []byte, self uint32, eps []scored, layer, ef int) ([]scored, error) {
+	wk.visited.reset()
+	wk.cand = wk.cand[:0]
+	wk.res = wk.res[:0]
+	// self is walked through (an overwritten item may be the only way to its old neighbours)
+	// but never returned.
+	offer := func(s scored) {
+		if s.id == self {
+			return
+		}
+		if len(wk.res) < ef {
+			wk.res.push(s)
+		} else if before(s, wk.res.top()) {
+			wk.res.replaceTop(s)
+		}
+	}
+	for _, e := range eps {
+		if wk.visited.insert(e.id) {
+			wk.cand.push(e)
+			offer(e)
+		}
+	}
+	for len(wk.cand) > 0 {
+		c := wk.cand.pop()
+		if len(wk.res) >= ef && c.dist > wk.res.top().dist {
+			break
+		}
+		var err error
+		wk.ids, err = wk.neighbours(c.id, layer, wk.ids[:0])
+		if err != nil {
+			return nil, err
+		}
+		wk.pend = wk.pend[:0]
+		for _, id := range wk.ids {
+			if !wk.visited.insert(id) {
+				continue
+			}
+			v, err := wk.vector(id)
+			if err != nil {
+				return nil, err
+			}
+			if v != nil {
+				vecmath.Prefetch(v)
+				wk.pend = append(wk.pend, pendingVector{id, v})
+			}
+		}
+		for _, pv := range wk.pend {
+			s := scored{wk.dist(qv, pv.v), pv.id}
+			if len(wk.res) < ef || before(s, wk.res.top()) {
+				wk.cand.push(s)
+				offer(s)
+			}
+		}
+	}
+	out := append(wk.scratch[:0], wk.res...)
+	sortScored(out)
+	wk.scratch = out
+	return out, nil
+}
+
+// selectNeighbours is the neighbour-selection heuristic: candidates ascending, each kept unless
+// a kept one is closer to it (times alpha) than it is to the query, until limit are kept.
+// Candidates whose vector is gone are dropped. The result is appended to dst.
+func (wk *worker) selectNeighbours(dst, cands []scored, limit int) ([]scored, error) {
+	sortScored(cands)
+	alpha := wk.b.opts.Alpha
+	for _, c := range cands {
+		if len(dst) >= limit {
+			break
+		}
+		vc, err := wk.vector(c.id)
+		if err != nil {
+			return nil, err
+		}
+		if vc == nil {
+			continue
+		}
+		keep := true
+		for _, s := range dst {
+			vs, err := wk.vector(s.id)
+			if err != nil {
+				return nil, err
+			}
+			if alpha*wk.dist(vc, vs) < c.dist {
+				keep = false
+				break
+			}
+		}
+		if keep {
+			dst = append(dst, c)
+		}
+	}
+	return dst, nil
+}
+
+func (b *builder) limit(layer int) int {
+	if layer == 0 {
+		return b.opts.M0
+	}
+	return b.opts.M
+}
+
+// descend returns the entry for a search of v on layer: the closest entry point, walked greedily
+// down the layers above; and the graph's top layer.
+func (wk *worker) descend(v []byte, self uint32, layer int) ([]scored, int, error) {
+	eps, top := wk.b.topEntryPoints()
+	var cur []scored
+	for _, e := range eps {
+		u, err := wk.vector(e)
+		if err != nil {
+			return nil, top, err
+		}
+		if u != nil {
+			cur = append(cur, scored{wk.dist(v, u), e})
+		}
+	}
+	sortScored(cur)
+	if len(cur) > 1 {
+		cur = cur[:1]
+	}
+	for l := top; l > layer && len(cur) > 0; l-- {
+		found, err := wk.searchLayer(v, self, cur, l, 1)
+		if err != nil {
+			return nil, top, err
+		}
+		if len(found) > 0 {
+			cur = append(cur[:0], found[0])
+		}
+	}
+	return cur, top, nil
+}

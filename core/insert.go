@@ -1,0 +1,260 @@
+// This file holds the insertion of new and overwritten items into the graph.
+
+package core
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// loadLayer makes n's list on layer available in memory (from disk for an existing item), with
+// links to items without a vector removed. n.mu must be held.
+func (wk *worker) loadLayer(id uint32, n *node, layer int) (*layerLinks, error) {
+	ll := n.layer(layer)
+	if ll.loaded {
+		return ll, nil
+	}
+	ll.loaded = true
+	if n.fresh {
+		return ll, nil
+	}
+	ids, err := wk.diskLinks(id, layer, nil)
+	if err != nil {
+		return nil, err
+	}
+	nan := float32(math.NaN())
+	for _, x := range ids {
+		if x == id {
+			n.dirty |= 1 << layer // drop self-links written by the reference
+			continue
+		}
+		v, err := wk.vector(x)
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			n.dirty |= 1 << layer
+			continue
+		}
+		ll.links = append(ll.links, scored{nan, x})
+	}
+	return ll, nil
+}
+
+// fillDistances computes the distances from id that are still unknown in links.
+func (wk *worker) fillDistances(id uint32, links []scored) error {
+	v, err := wk.vector(id)
+	if err != nil {
+		return err
+	}
+	for i := range links {
+		if links[i].dist == links[i].dist {
+			continue
+		}
+		u, err := wk.vector(links[i].id)
+		if err != nil {
+			return err
+		}
+		if v == nil || u == nil {
+			links[i].dist = float32(math.Inf(1))
+			continue
+		}
+		links[i].dist = wk.dist(v, u)
+	}
+	return nil
+}
+
+// addLink adds a link from p to q (at distance d) on layer, re-pruning p's list with q when it
+// is full.
+func (wk *worker) addLink(p, q uint32, d float32, layer int) error {
+	if p == q {
+		return nil
+	}
+	n := wk.b.nodes.getOrPut(p, &node{})
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ll, err := wk.loadLayer(p, n, layer)
+	if err != nil {
+		return err
+	}
+	for _, s := range ll.links {
+		if s.id == q {
+			return nil
+		}
+	}
+	n.dirty |= 1 << layer
+	if len(ll.links) < wk.b.limit(layer) {
+		ll.links = append(ll.links, scored{d, q})
+		return nil
+	}
+	if err := wk.fillDistances(p, ll.links); err != nil {
+		return err
+	}
+	cands := append(append(wk.scratch[:0], ll.links...), scored{d, q})
+	wk.scratch = cands
+	sel, err := wk.selectNeighbours(wk.sel[:0], cands, wk.b.limit(layer))
+	if err != nil {
+		return err
+	}
+	wk.sel = sel
+	// Remember which existing item lost this incoming link: it may have been its last. (New
+	// items are all checked anyway.)
+	for _, c := range cands {
+		if !slices.ContainsFunc(sel, func(s scored) bool { return s.id == c.id }) {
+			if cn := wk.b.nodes.get(c.id); cn == nil || !cn.fresh || wk.b.relinking {
+				wk.b.noteDropped(c.id, layer)
+			}
+		}
+	}
+	ll.links = append(ll.links[:0], sel...)
+	return nil
+}
+
+func (b *builder) noteDropped(id uint32, layer int) {
+	b.droppedMu.Lock()
+	if b.dropped == nil {
+		b.dropped = map[uint64]bool{}
+	}
+	b.dropped[uint64(id)<<8|uint64(layer)] = true
+	b.droppedMu.Unlock()
+}
+
+// setLinks replaces the list of q on layer.
+func (b *builder) setLinks(q uint32, layer int, links []scored) {
+	n := b.nodes.getOrPut(q, &node{})
+	n.mu.Lock()
+	ll := n.layer(layer)
+	ll.loaded = true
+	if limit := b.limit(layer); cap(ll.links) < limit {
+		ll.links = make([]scored, 0, limit) // room for the links added later
+	}
+	ll.links = append(ll.links[:0], links...)
+	n.dirty |= 1 << layer
+	n.mu.Unlock()
+}
+
+// topEntryPoints returns the graph's entry points and top layer.
+func (b *builder) topEntryPoints() ([]uint32, int) {
+	b.epMu.Lock()
+	defer b.epMu.Unlock()
+	return slices.Clone(b.eps), b.maxLevel
+}
+
+// insert links item q, of the given level, into the graph.
+func (wk *worker) insert(q uint32, level int) error {
+	b := wk.b
+	qv, err := wk.vector(q)
+	if err != nil {
+		return err
+	}
+	if qv == nil {
+		return fmt.Errorf("internal error: item %d to insert has no vector", q)
+	}
+	// Every layer of q that has no list on disk gets one (empty until linked), so that a links
+	// entry exists for each of its layers.
+	oldLevel, overwritten := b.oldLevels[q]
+	n := b.nodes.getOrPut(q, &node{})
+	n.mu.Lock()
+	for l := 0; l <= level; l++ {
+		if !overwritten || l > oldLevel {
+			n.layer(l).loaded = true
+			n.dirty |= 1 << l
+		}
+	}
+	n.mu.Unlock()
+	cur, top, err := wk.descend(qv, q, level)
+	if err != nil {
+		return err
+	}
+	for l := min(level, top); l >= 0 && len(cur) > 0; l-- {
+		found, err := wk.searchLayer(qv, q, cur, l, b.opts.EfConstruction)
+		if err != nil {
+			return err
+		}
+		if len(found) == 0 {
+			continue // q is alone on this layer; cur (q itself) is the way down
+		}
+		cur = append(cur[:0], found...)
+		sel, err := wk.selectNeighbours(nil, found, b.limit(l))
+		if err != nil {
+			return err
+		}
+		b.setLinks(q, l, sel)
+		for _, s := range sel {
+			if err := wk.addLink(s.id, q, s.dist, l); err != nil {
+				return err
+			}
+		}
+	}
+	b.epMu.Lock()
+	if level > b.maxLevel {
+		b.maxLevel = level
+		b.eps = []uint32{q}
+	} else if level == b.maxLevel && !slices.Contains(b.eps, q) {
+		b.eps = append(b.eps, q)
+	}
+	b.epMu.Unlock()
+	return nil
+}
+
+// insertAll inserts the items top-down: those that raise the graph's top one by one, then the
+// rest in parallel.
+func (b *builder) insertAll() error {
+	order := slices.Clone(b.toInsert)
+	slices.SortStableFunc(order, func(x, y uint32) int { return b.levels[y] - b.levels[x] })
+	wk, err := b.newWorker()
+	if err != nil {
+		return err
+	}
+	i := 0
+	for ; i < len(order) && b.levels[order[i]] > b.maxLevel; i++ {
+		if err := wk.insert(order[i], b.levels[order[i]]); err != nil {
+			return err
+		}
+		b.opts.Progress.add(1)
+	}
+	rest := order[i:]
+	threads := min(b.opts.Threads, max(1, len(rest)/64))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for t := 0; t < threads; t++ {
+		wk := wk
+		if t > 0 {
+			if wk, err = b.newWorker(); err != nil {
+				b.fail(err)
+				break
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				if r := recover(); r != nil {
+					b.fail(fmt.Errorf("internal error while inserting: %v", r))
+				}
+			}()
+			for n := 0; !b.failed.Load(); n++ {
+				if n%32 == 0 {
+					if err := b.cancelled(); err != nil {
+						b.fail(err)
+						return
+					}
+				}
+				j := int(next.Add(1) - 1)
+				if j >= len(rest) {
+					return
+				}
+				if err := wk.insert(rest[j], b.levels[rest[j]]); err != nil {
+					b.fail(err)
+					return
+				}
+				b.opts.Progress.add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return b.err
+}

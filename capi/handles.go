@@ -142,7 +142,7 @@ func openDB(path string, metric core.Metric, name string, envSize int64, readOnl
 				"%d reader(s) or writer(s) use it; close them (or every Database on this path) before "+
 				"opening it with the larger env_size %d", errBusy, canon, entry.mapSize, entry.active, envSize)
 		}
-		if err := entry.env.LMDB().SetMapSize(envSize); err != nil {
+		if err := entry.env.SetMapSize(envSize); err != nil {
 			return nil, fmt.Errorf("the database at %s is already open in this process with env_size %d; growing it to %d failed: %w",
 				canon, entry.mapSize, envSize, err)
 		}
@@ -323,14 +323,14 @@ type readerHandle struct {
 	snap   *core.Snapshot
 }
 
-func openReader(d *dbHandle, index uint16) (*readerHandle, error) {
+func openReader(d *dbHandle, index uint16, opts core.ReaderOptions) (*readerHandle, error) {
 	d.entry.acquire()
 	snap, err := d.entry.env.OpenSnapshot(runtime.GOMAXPROCS(0))
 	if err != nil {
 		d.entry.release()
 		return nil, err
 	}
-	r, err := core.OpenSnapshotReader(snap, d.db, index, d.metric)
+	r, err := core.OpenSnapshotReaderWith(snap, d.db, index, d.metric, opts)
 	if err != nil {
 		snap.Close()
 		d.entry.release()

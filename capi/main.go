@@ -529,10 +529,16 @@ func hannoy_writer_abort(h C.uint64_t, errOut **C.char) C.int {
 }
 
 //export hannoy_reader_open
-func hannoy_reader_open(h C.uint64_t, index C.uint32_t, out *C.uint64_t, errOut **C.char) C.int {
+func hannoy_reader_open(h C.uint64_t, index C.uint32_t, budget C.int64_t, mode C.int32_t, out *C.uint64_t, errOut **C.char) C.int {
 	return guard(errOut, func() error {
 		if err := needPtr(out != nil, "output handle"); err != nil {
 			return err
+		}
+		if budget < 0 {
+			return invalid("memory_budget must be a positive number of bytes, got %d", int64(budget))
+		}
+		if mode < C.int32_t(core.ReadAuto) || mode > C.int32_t(core.ReadDisk) {
+			return invalid("read mode must be 0 (auto), 1 (memory), 2 (compressed) or 3 (disk), got %d", int32(mode))
 		}
 		d, err := lookup[*dbHandle](uint64(h), "database")
 		if err != nil {
@@ -541,7 +547,7 @@ func hannoy_reader_open(h C.uint64_t, index C.uint32_t, out *C.uint64_t, errOut 
 		if index > math.MaxUint16 {
 			return invalid("index must be between 0 and 65535, got %d", uint32(index))
 		}
-		rh, err := openReader(d, uint16(index))
+		rh, err := openReader(d, uint16(index), core.ReaderOptions{MemoryBudget: int64(budget), Mode: core.ReadMode(mode)})
 		if err != nil {
 			return err
 		}
@@ -573,6 +579,7 @@ func hannoy_reader_info(h C.uint64_t, out **C.char, errOut **C.char) C.int {
 			return err
 		}
 		r := rh.reader
+		p := r.Plan()
 		var name any
 		if rh.db.name != "" {
 			name = rh.db.name
@@ -582,6 +589,8 @@ func hannoy_reader_info(h C.uint64_t, out **C.char, errOut **C.char) C.int {
 			"n_items": r.Len(), "entry_points": r.EntryPoints(), "max_level": r.MaxLevel(),
 			"version": r.Version().String(), "path": rh.db.entry.path, "name": name,
 			"threads": rh.snap.Size(), "kernels": core.KernelImpl(),
+			"read_mode": p.Mode.String(), "memory_budget": p.Budget, "memory_budget_source": p.BudgetSource,
+			"file_bytes": p.FileBytes, "codes_bytes": p.CodesBytes,
 		})
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 
 	"github.com/PowerDNS/lmdb-go/lmdb"
 )
@@ -25,6 +26,10 @@ type Options struct {
 	MaxReaders int
 	// ReadOnly opens the environment read-only.
 	ReadOnly bool
+	// MemoryBudget is the memory, in bytes, that readers of this environment plan to use for
+	// the file's pages and their own tables (0: MemoryBudgetEnv if set, else 80% of what
+	// ReadMemoryInfo finds available when a reader opens). See ReaderOptions.
+	MemoryBudget int64
 }
 
 // Env is an LMDB environment: a directory holding data.mdb and lock.mdb. It is safe for
@@ -33,6 +38,9 @@ type Env struct {
 	env  *lmdb.Env
 	path string
 	opts Options
+
+	warmMu sync.Mutex
+	warmed int64 // bytes of the file already advised MADV_NORMAL and WILLNEED (see warm)
 }
 
 // OpenEnv opens (creating if needed) the LMDB environment in directory path.
@@ -80,6 +88,11 @@ func OpenEnv(path string, opts Options) (*Env, error) {
 		env.Close()
 		return nil, fmt.Errorf("configure LMDB environment: %w", err)
 	}
+	if opts.MemoryBudget < 0 {
+		return nil, invalidf("memory budget must be positive, got %d", opts.MemoryBudget)
+	}
+	// LMDB then advises the whole map MADV_RANDOM: right for a file larger than memory. A reader
+	// of a file that fits switches its pages back to read-ahead (Env.warm).
 	flags := uint(lmdb.NoTLS | lmdb.NoReadahead)
 	if opts.ReadOnly {
 		flags |= lmdb.Readonly
@@ -100,8 +113,62 @@ func (e *Env) Close() error { return e.env.Close() }
 // Path is the directory the environment was opened at.
 func (e *Env) Path() string { return e.path }
 
-// MapSize is the map size the environment was opened with.
+// MapSize is the map size of the environment.
 func (e *Env) MapSize() int64 { return e.opts.MapSize }
+
+// SetMapSize grows (or shrinks) the map to size bytes. LMDB maps the file again: no
+// transaction of this process may be open, and no value read before may be used after.
+func (e *Env) SetMapSize(size int64) error {
+	e.warmMu.Lock()
+	defer e.warmMu.Unlock()
+	if err := e.env.SetMapSize(size); err != nil {
+		return err
+	}
+	e.opts.MapSize = size
+	e.warmed = 0 // the new mapping starts with LMDB's MADV_RANDOM again
+	return nil
+}
+
+// UsedBytes is the size of the last commit's part of the data file: LMDB's last used page + 1,
+// times the page size. The file may be longer (LMDB does not shrink it).
+func (e *Env) UsedBytes() (int64, error) {
+	info, err := e.env.Info()
+	if err != nil {
+		return 0, fmt.Errorf("environment info: %w", err)
+	}
+	st, err := e.env.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("environment stat: %w", err)
+	}
+	return (info.LastPNO + 1) * int64(st.PSize), nil
+}
+
+// MemoryBudget is the memory budget readers plan with now (see Options.MemoryBudget) and where
+// it comes from: "explicit", "environment", "automatic" or "unlimited".
+func (e *Env) MemoryBudget() (int64, string) { return memoryBudget(e.opts.MemoryBudget) }
+
+// warm prepares the first used bytes of the file for a reader that expects to hold them in
+// memory: it advises them MADV_NORMAL (the kernel reads around each fault again, instead of the
+// single page MDB_NORDAHEAD asks for) and starts reading them in the background (MADV_WILLNEED),
+// once per range: a cold start then costs a few large reads instead of one fault per page.
+func (e *Env) warm(used int64) {
+	e.warmMu.Lock()
+	defer e.warmMu.Unlock()
+	if used <= e.warmed {
+		return
+	}
+	start, length, ok := fileMapping(filepath.Join(e.path, "data.mdb"))
+	if !ok {
+		return
+	}
+	from, to := uintptr(e.warmed), min(uintptr(used), length)
+	if to <= from {
+		return
+	}
+	advise(start+from, to-from, adviceNormal)
+	e.warmed = int64(to)
+	go willNeed(start+from, to-from)
+}
 
 // LMDB returns the underlying lmdb-go environment, for advanced uses.
 func (e *Env) LMDB() *lmdb.Env { return e.env }

@@ -32,15 +32,92 @@ type Reader struct {
 	// links0Budget bytes.
 	links0      *table[[]uint32]
 	links0Bytes atomic.Int64
+	links0Limit int64
+
+	// codes, in ReadCompressed mode, is the compressed copy of the index searches walk with.
+	codes *codes
+	mode  ReadMode
+	plan  ReadPlan
 }
 
 // links0Budget bounds the memory a snapshot reader spends on decoded layer-0 links.
 const links0Budget = 256 << 20
 
+// ReadMode is how a snapshot reader reads the file.
+type ReadMode int
+
+// The read modes. ReadAuto chooses by the memory budget when the reader opens.
+const (
+	// ReadAuto: ReadMemory if the file fits in the budget, else ReadCompressed if the
+	// metric allows it and the codes fit in three quarters of the budget, else ReadDisk.
+	ReadAuto ReadMode = iota
+	// ReadMemory: the file is expected to stay in memory; its pages are read ahead.
+	ReadMemory
+	// ReadCompressed: searches walk the graph with 8-bit codes held in memory and read exact
+	// vectors only to re-rank their best candidates; each page is read only when needed.
+	ReadCompressed
+	// ReadDisk: exact distances from the file, each page read only when needed.
+	ReadDisk
+)
+
+var readModeNames = [...]string{"auto", "memory", "compressed", "disk"}
+
+// String is the mode's name: "auto", "memory", "compressed" or "disk".
+func (m ReadMode) String() string {
+	if m >= 0 && int(m) < len(readModeNames) {
+		return readModeNames[m]
+	}
+	return fmt.Sprintf("ReadMode(%d)", int(m))
+}
+
+// ParseReadMode returns the mode named s (see ReadMode.String).
+func ParseReadMode(s string) (ReadMode, error) {
+	for i, n := range readModeNames {
+		if s == n {
+			return ReadMode(i), nil
+		}
+	}
+	return 0, invalidf("read mode must be one of auto, memory, compressed, disk; got %q", s)
+}
+
+// ReaderOptions configure a snapshot reader.
+type ReaderOptions struct {
+	// MemoryBudget is the memory, in bytes, the reader plans to use for the file's pages and
+	// its tables (0: the environment's, see Options.MemoryBudget).
+	MemoryBudget int64
+	// Mode forces a read mode (ReadAuto: chosen from the budget).
+	Mode ReadMode
+}
+
+// ReadPlan is what a snapshot reader decided when it opened, and why.
+type ReadPlan struct {
+	Mode         ReadMode
+	Budget       int64  // bytes
+	BudgetSource string // "explicit", "environment", "automatic" or "unlimited"
+	FileBytes    int64  // the used part of the data file
+	CodesBytes   int64  // memory held by codes (ReadCompressed)
+}
+
 // OpenSnapshotReader opens a reader like OpenReader, with a transaction of snap, and binds it
 // to snap: it then remembers where item vectors lie in LMDB's memory map, which saves a B-tree
-// lookup per distance. Use it only with snap's transactions, and not after snap is closed.
+// lookup per distance. Use it only with snap's transactions, and not after snap is closed. It
+// reads as ReaderOptions{} says: see OpenSnapshotReaderWith.
 func OpenSnapshotReader(snap *Snapshot, db *Database, index uint16, metric Metric) (*Reader, error) {
+	return OpenSnapshotReaderWith(snap, db, index, metric, ReaderOptions{})
+}
+
+// OpenSnapshotReaderWith opens a snapshot reader that reads as opts say. A file that fits in
+// the memory budget has its pages read ahead in the background; one that does not is read a
+// page at a time where needed, and for the float metrics the reader first scans the index's
+// vectors once into codes held in memory (ReadCompressed, see ReadMode), which it keeps for its
+// life.
+func OpenSnapshotReaderWith(snap *Snapshot, db *Database, index uint16, metric Metric, opts ReaderOptions) (*Reader, error) {
+	if opts.MemoryBudget < 0 {
+		return nil, invalidf("memory budget must be positive, got %d", opts.MemoryBudget)
+	}
+	if opts.Mode < ReadAuto || opts.Mode > ReadDisk {
+		return nil, invalidf("unknown read mode %d", int(opts.Mode))
+	}
 	txn, err := snap.Acquire()
 	if err != nil {
 		return nil, err
@@ -50,14 +127,64 @@ func OpenSnapshotReader(snap *Snapshot, db *Database, index uint16, metric Metri
 	if err != nil {
 		return nil, err
 	}
+	n := r.meta.Items.GetCardinality()
 	maxID := uint32(0)
-	if !r.meta.Items.IsEmpty() {
+	if n > 0 {
 		maxID = r.meta.Items.Maximum()
 	}
-	r.vecs = newTable[vectorRef](maxID, r.meta.Items.GetCardinality())
-	r.links0 = newTable[[]uint32](maxID, r.meta.Items.GetCardinality())
+	env := db.env
+	plan := ReadPlan{Mode: opts.Mode}
+	if opts.MemoryBudget > 0 {
+		plan.Budget, plan.BudgetSource = opts.MemoryBudget, "explicit"
+	} else {
+		plan.Budget, plan.BudgetSource = env.MemoryBudget()
+	}
+	if plan.FileBytes, err = env.UsedBytes(); err != nil {
+		return nil, err
+	}
+	codesCost := codesBytes(n, r.dims, maxID)
+	if plan.Mode == ReadAuto {
+		switch {
+		case plan.FileBytes <= plan.Budget:
+			plan.Mode = ReadMemory
+		case metric.quantizable() && codesCost <= plan.Budget/4*3:
+			plan.Mode = ReadCompressed
+		default:
+			plan.Mode = ReadDisk
+		}
+	}
+	if plan.Mode == ReadCompressed && !metric.quantizable() {
+		plan.Mode = ReadDisk
+	}
+	r.links0 = newTable[[]uint32](maxID, n)
+	r.links0Limit = links0Budget
+	switch plan.Mode {
+	case ReadMemory:
+		env.warm(plan.FileBytes)
+		r.vecs = newTable[vectorRef](maxID, n)
+	case ReadCompressed:
+		if r.codes, err = buildCodes(txn, r, plan.FileBytes, plan.Budget); err != nil {
+			return nil, err
+		}
+		// Layer-0 links are the next thing worth holding: each hop of a walk reads one list.
+		// A quarter of the budget is left to the file's pages (B-tree branches, re-ranking)
+		// and the runtime's own overhead.
+		if err := r.codes.loadLinks(txn, r, plan.FileBytes, plan.Budget-r.codes.bytes()-plan.Budget/4); err != nil {
+			return nil, err
+		}
+		plan.CodesBytes = r.codes.bytes()
+		r.links0Limit = 0 // what did not fit is read from the file
+	default:
+		r.vecs = newTable[vectorRef](maxID, n)
+		r.links0Limit = min(links0Budget, plan.Budget/4)
+	}
+	r.mode, r.plan = plan.Mode, plan
 	return r, nil
 }
+
+// Plan is what a snapshot reader decided when it opened (the zero ReadPlan for a reader opened
+// with OpenReader).
+func (r *Reader) Plan() ReadPlan { return r.plan }
 
 // OpenReader opens index of db for searching. It fails with ErrMissingMetadata if the index was
 // never built, a *MetricError if it is stored with another metric, and ErrNeedBuild if it has
@@ -141,6 +268,12 @@ func (r *Reader) ItemVector(txn Txn, item uint32) ([]float32, bool, error) {
 
 // vector returns the value of item (tag, header and vector), or nil if it has none.
 func (r *Reader) vector(txn Txn, item uint32) ([]byte, error) {
+	if r.codes != nil {
+		if s := r.codes.slot(item); s >= 0 {
+			return refBytes(r.codes.refs[s], r.valueLen), nil
+		}
+		return nil, nil
+	}
 	cache := r.vecs != nil && r.vecs.inRange(item)
 	if cache {
 		if p := r.vecs.get(item); p != nil {
@@ -179,6 +312,10 @@ func (r *Reader) links(txn Txn, item uint32, layer int, dst []uint32) ([]uint32,
 		if c, ok := r.upper.Load(ck); ok {
 			return append(dst, c.([]uint32)...), nil
 		}
+	} else if r.codes != nil {
+		if out, ok := r.codes.links(r.codes.slot(item), dst); ok {
+			return out, nil
+		}
 	} else if r.links0 != nil && r.links0.inRange(item) {
 		if c := r.links0.get(item); c != nil {
 			return append(dst, *c...), nil
@@ -195,7 +332,7 @@ func (r *Reader) links(txn Txn, item uint32, layer int, dst []uint32) ([]uint32,
 	}
 	if layer > 0 {
 		r.upper.Store(ck, append([]uint32(nil), dst[start:]...))
-	} else if r.links0 != nil && r.links0.inRange(item) && r.links0Bytes.Load() < links0Budget {
+	} else if r.links0 != nil && r.links0.inRange(item) && r.links0Bytes.Load() < r.links0Limit {
 		c := append([]uint32(nil), dst[start:]...)
 		r.links0Bytes.Add(int64(4*len(c) + 32))
 		r.links0.put(item, &c)

@@ -26,7 +26,13 @@ type SearchOptions struct {
 	// LinearBelow: a filtered search with fewer candidates than this scans them all instead of
 	// walking the graph (0: DefaultLinearBelow; negative: never).
 	LinearBelow int
+	// Rerank, for a reader in ReadCompressed mode, is how many of the best candidates found
+	// with codes are re-ranked with their exact vectors (0: rerankDefault; at least Count).
+	Rerank int
 }
+
+// rerankDefault is the number of candidates a compressed search re-ranks by default.
+func rerankDefault(count, ef int) int { return min(ef, max(4*count, 40)) }
 
 func (o *SearchOptions) normalize() error {
 	if o.Count < 1 {
@@ -39,6 +45,13 @@ func (o *SearchOptions) normalize() error {
 	if o.LinearBelow == 0 {
 		o.LinearBelow = DefaultLinearBelow
 	}
+	if o.Rerank < 0 {
+		return invalidf("rerank must not be negative, got %d", o.Rerank)
+	}
+	if o.Rerank == 0 {
+		o.Rerank = rerankDefault(o.Count, o.Ef)
+	}
+	o.Rerank = max(o.Rerank, o.Count)
 	return nil
 }
 
@@ -56,6 +69,8 @@ type searchState struct {
 	query   []byte
 	exclude int64 // an item never returned (the query item), or noItem
 	vecs    []pendingVector
+	cq      codeQuery // the query prepared for codes (ReadCompressed)
+	floats  []float32
 }
 
 // pendingVector is a neighbour whose distance is about to be computed.
@@ -75,6 +90,9 @@ func (r *Reader) Search(txn Txn, query []float32, opts SearchOptions) ([]Result,
 	st := r.state.Get().(*searchState)
 	defer r.state.Put(st)
 	st.query = r.metric.appendValue(st.query[:0], query)
+	if r.codes != nil {
+		r.codes.prepare(&st.cq, query)
+	}
 	return r.search(txn, st, st.query, noItem, opts)
 }
 
@@ -94,6 +112,10 @@ func (r *Reader) SearchItem(txn Txn, item uint32, opts SearchOptions) (res []Res
 	st := r.state.Get().(*searchState)
 	defer r.state.Put(st)
 	st.query = append(st.query[:0], v...)
+	if r.codes != nil {
+		st.floats = r.metric.decodeVector(st.floats[:0], v[1+r.metric.headerSize():], r.dims)
+		r.codes.prepare(&st.cq, st.floats)
+	}
 	res, err = r.search(txn, st, st.query, int64(item), opts)
 	return res, err == nil, err
 }
@@ -129,12 +151,12 @@ func (r *Reader) search(txn Txn, st *searchState, q []byte, self int64, opts Sea
 		seeds = []scored{{0, uint32(self)}}
 	} else {
 		for _, ep := range r.meta.EntryPoints {
-			v, err := r.vector(txn, ep)
+			d, ok, err := r.walkDistance(txn, st, q, ep)
 			if err != nil {
 				return nil, err
 			}
-			if v != nil {
-				seeds = append(seeds, scored{r.metric.distance(q, v), ep})
+			if ok {
+				seeds = append(seeds, scored{d, ep})
 			}
 		}
 		if len(seeds) > 1 {
@@ -166,20 +188,23 @@ func (r *Reader) search(txn Txn, st *searchState, q []byte, self int64, opts Sea
 			if st.visited.contains(id) {
 				continue
 			}
-			v, err := r.vector(txn, id)
+			d, ok, err := r.walkDistance(txn, st, q, id)
 			if err != nil {
 				return nil, err
 			}
-			if v == nil {
+			if !ok {
 				continue
 			}
-			if err := r.visit(txn, st, q, []scored{{r.metric.distance(q, v), id}}, opts.Ef, filter); err != nil {
+			if err := r.visit(txn, st, q, []scored{{d, id}}, opts.Ef, filter); err != nil {
 				return nil, err
 			}
 		}
 	}
 	out := []scored(st.res)
 	sortScored(out)
+	if r.codes != nil {
+		out = r.rerank(st, q, out, opts.Rerank)
+	}
 	n := min(len(out), opts.Count)
 	res := make([]Result, n)
 	for i := range res {
@@ -199,14 +224,14 @@ func (r *Reader) greedy(txn Txn, st *searchState, q []byte, start scored, layer 
 			return best, err
 		}
 		for _, id := range st.ids {
-			v, err := r.vector(txn, id)
+			d, ok, err := r.walkDistance(txn, st, q, id)
 			if err != nil {
 				return best, err
 			}
-			if v == nil {
+			if !ok {
 				continue
 			}
-			if s := (scored{r.metric.distance(q, v), id}); before(s, best) {
+			if s := (scored{d, id}); before(s, best) {
 				best, changed = s, true
 			}
 		}
@@ -235,6 +260,17 @@ func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef in
 		if err != nil {
 			return err
 		}
+		if r.codes != nil {
+			for _, id := range st.ids {
+				if !st.visited.insert(id) {
+					continue
+				}
+				if slot := r.codes.slot(id); slot >= 0 {
+					r.consider(st, scored{r.codes.dist(&st.cq, slot), id}, ef, filter)
+				}
+			}
+			continue
+		}
 		// Find the new neighbours' vectors and start loading them all before computing.
 		st.vecs = st.vecs[:0]
 		for _, id := range st.ids {
@@ -256,14 +292,54 @@ func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef in
 			if i+1 < len(st.vecs) {
 				vecmath.PrefetchAll(st.vecs[i+1].v)
 			}
-			s := scored{r.metric.distance(q, pv.v), pv.id}
-			if len(st.res) < ef || before(s, st.res.top()) {
-				st.cand.push(s)
-				r.offer(st, s, ef, filter)
-			}
+			r.consider(st, scored{r.metric.distance(q, pv.v), pv.id}, ef, filter)
 		}
 	}
 	return nil
+}
+
+// consider makes a newly reached item a candidate to expand if it is among the ef best so far.
+func (r *Reader) consider(st *searchState, s scored, ef int, filter *roaring.Bitmap) {
+	if len(st.res) < ef || before(s, st.res.top()) {
+		st.cand.push(s)
+		r.offer(st, s, ef, filter)
+	}
+}
+
+// walkDistance is the distance the graph walk uses from the query (q encoded, or st.cq) to
+// item id: from codes in ReadCompressed mode, else exact. ok is false if id has no vector.
+func (r *Reader) walkDistance(txn Txn, st *searchState, q []byte, id uint32) (float32, bool, error) {
+	if r.codes != nil {
+		slot := r.codes.slot(id)
+		if slot < 0 {
+			return 0, false, nil
+		}
+		return r.codes.dist(&st.cq, slot), true, nil
+	}
+	v, err := r.vector(txn, id)
+	if err != nil || v == nil {
+		return 0, false, err
+	}
+	return r.metric.distance(q, v), true, nil
+}
+
+// rerank replaces the approximate distances of the best n of found (sorted by them) with exact
+// ones and returns those n sorted. Their pages are asked for together first, so that the reads
+// overlap instead of waiting for one fault after another.
+func (r *Reader) rerank(st *searchState, q []byte, found []scored, n int) []scored {
+	found = found[:min(n, len(found))]
+	for _, s := range found {
+		if slot := r.codes.slot(s.id); slot >= 0 {
+			adviseBytes(refBytes(r.codes.refs[slot], r.valueLen), adviceWillNeed)
+		}
+	}
+	for i, s := range found {
+		if slot := r.codes.slot(s.id); slot >= 0 {
+			found[i].dist = r.metric.distance(q, refBytes(r.codes.refs[slot], r.valueLen))
+		}
+	}
+	sortScored(found)
+	return found
 }
 
 func (r *Reader) offer(st *searchState, s scored, ef int, filter *roaring.Bitmap) {

@@ -50,9 +50,12 @@ class Database:
         env_size: Optional[int] = None,
         *,
         read_only: bool = False,
+        memory_budget: Optional[int] = None,
     ) -> None: ...
     @property
     def path(self) -> str: ...
+    @property
+    def memory_budget(self) -> Optional[int]: ...
     @property
     def read_only(self) -> bool: ...
     @property
@@ -75,7 +78,9 @@ class Database:
         progress: _Progress = None,
         threads: Optional[int] = None,
     ) -> Writer: ...
-    def reader(self, index: int = 0) -> Reader: ...
+    def reader(
+        self, index: int = 0, *, memory_budget: Optional[int] = None, read_mode: str = "auto"
+    ) -> Reader: ...
     @staticmethod
     def commit_rw_txn() -> bool: ...
     @staticmethod
@@ -138,7 +143,14 @@ class Writer:
     def __repr__(self) -> str: ...
 
 class Reader:
-    def __init__(self, database: Database, index: int = 0) -> None: ...
+    def __init__(
+        self,
+        database: Database,
+        index: int = 0,
+        *,
+        memory_budget: Optional[int] = None,
+        read_mode: str = "auto",
+    ) -> None: ...
     @property
     def database(self) -> Database: ...
     @property

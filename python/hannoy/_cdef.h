@@ -39,7 +39,7 @@ int hannoy_writer_commit(uint64_t w, char **err);
 int hannoy_writer_abort(uint64_t w, char **err);
 
 /* Readers */
-int hannoy_reader_open(uint64_t db, uint32_t index, uint64_t *r, char **err);
+int hannoy_reader_open(uint64_t db, uint32_t index, int64_t budget, int32_t mode, uint64_t *r, char **err);
 int hannoy_reader_close(uint64_t r, char **err);
 int hannoy_reader_info(uint64_t r, char **json, char **err);
 int hannoy_reader_search(uint64_t r, const float *queries, uint64_t nq, uint32_t dims,

@@ -18,6 +18,7 @@ from ._errors import ArgumentTypeError, DimensionError, InvalidArgumentError, In
 MAX_ITEM = 0xFFFFFFFF  # item ids are u32
 MAX_U32 = 0xFFFFFFFF
 MAX_U64 = 0xFFFFFFFFFFFFFFFF
+MAX_I64 = 0x7FFFFFFFFFFFFFFF
 MAX_INDEX = 0xFFFF  # index ids are u16 in the on-disk key
 
 

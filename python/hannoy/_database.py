@@ -7,7 +7,7 @@ import weakref
 from typing import Any, Dict, Optional, Union
 
 from . import _ffi
-from ._convert import MAX_U64, as_int, as_path, describe
+from ._convert import MAX_I64, MAX_U64, as_int, as_path, describe
 from ._errors import ArgumentTypeError, HannoyError, InvalidArgumentError
 from ._handle import SharedHandle
 from ._metric import Metric, as_metric
@@ -22,10 +22,15 @@ _READ_ONLY = 1  # hannoy_db_open flag
 
 
 def _reopen(
-    path: str, metric: Metric, name: Optional[str], env_size: Optional[int], read_only: bool
+    path: str,
+    metric: Metric,
+    name: Optional[str],
+    env_size: Optional[int],
+    read_only: bool,
+    memory_budget: Optional[int] = None,
 ) -> "Database":
     """Unpickling: open the same database again (see Database.__reduce__)."""
-    return Database(path, metric, name, env_size, read_only=read_only)
+    return Database(path, metric, name, env_size, read_only=read_only, memory_budget=memory_budget)
 
 
 class Database:
@@ -54,6 +59,13 @@ class Database:
         database on a read-only mount or in files the user may not write (with a writable
         ``lock.mdb``) can be searched. :meth:`writer` then raises. A path open read-only in
         this process cannot also be opened for writing until every ``Database`` on it is closed.
+    memory_budget : int, optional
+        The memory in bytes that readers of this database plan to use (the default for
+        :meth:`reader`). ``None``: the environment variable ``HANNOY_MEMORY_BUDGET`` (bytes, or
+        with a K/M/G/T suffix) if set, else 80% of what the process may use when a reader opens
+        (``MemAvailable``, and the limits of its memory cgroups, v1 or v2). A file that fits is
+        read ahead; one that does not is searched with compressed codes held in memory (see
+        :class:`Reader`).
 
     Raises
     ------
@@ -89,10 +101,14 @@ class Database:
         env_size: Optional[int] = None,
         *,
         read_only: bool = False,
+        memory_budget: Optional[int] = None,
     ) -> None:
         self._h: Optional[SharedHandle] = None
         if not isinstance(read_only, bool):
             raise ArgumentTypeError("read_only must be a bool, got %s" % describe(read_only))
+        self._memory_budget = (
+            None if memory_budget is None else as_int(memory_budget, "memory_budget", 1, MAX_I64)
+        )
         self._read_only = read_only
         self._path: str = as_path(path)
         self._metric = as_metric(distance, "distance")
@@ -130,6 +146,11 @@ class Database:
     def metric(self) -> Metric:
         """The :class:`Metric` of the database's indexes."""
         return self._metric
+
+    @property
+    def memory_budget(self) -> Optional[int]:
+        """The memory budget readers plan with, in bytes (``None``: automatic)."""
+        return self._memory_budget
 
     @property
     def name(self) -> Optional[str]:
@@ -190,8 +211,14 @@ class Database:
             threads=threads,
         )
 
-    def reader(self, index: int = 0) -> Reader:
+    def reader(
+        self, index: int = 0, *, memory_budget: Optional[int] = None, read_mode: str = "auto"
+    ) -> Reader:
         """Open a reader on a built index (see :class:`Reader`).
+
+        ``memory_budget`` (bytes; default: the database's) and ``read_mode`` (``"auto"``,
+        ``"memory"``, ``"compressed"`` or ``"disk"``) say how it reads the file: see
+        :class:`Reader`.
 
         Raises :class:`~hannoy.MissingMetadataError` (a RuntimeError) when the index was
         never built.
@@ -202,7 +229,7 @@ class Database:
         >>> reader.by_vec([0.0, 1.0, 0.0], n=1)
         [(1, 0.0)]
         """
-        return Reader(self, index)
+        return Reader(self, index, memory_budget=memory_budget, read_mode=read_mode)
 
     @staticmethod
     def commit_rw_txn() -> bool:
@@ -297,7 +324,17 @@ class Database:
 
     def __reduce__(self) -> Any:
         # Pickling reopens the same path in the other process (multiprocessing "spawn").
-        return (_reopen, (self._path, self._metric, self._name, self._env_size, self._read_only))
+        return (
+            _reopen,
+            (
+                self._path,
+                self._metric,
+                self._name,
+                self._env_size,
+                self._read_only,
+                self._memory_budget,
+            ),
+        )
 
     def __repr__(self) -> str:
         closed = " closed" if self.closed else ""

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _ffi
 from ._convert import (
+    MAX_I64,
     MAX_INDEX,
     as_candidates,
     as_int,
@@ -25,7 +26,7 @@ from ._convert import (
     describe,
     is_item,
 )
-from ._errors import HannoyError, InternalError
+from ._errors import ArgumentTypeError, HannoyError, InternalError, InvalidArgumentError
 from ._handle import SharedHandle
 from ._metric import Metric
 
@@ -108,6 +109,9 @@ def _check_buffers(
         )
 
 
+_READ_MODES = {"auto": 0, "memory": 1, "compressed": 2, "disk": 3}  # hannoy_reader_open's mode
+
+
 class Reader:
     """Searches one built index of a :class:`Database`.
 
@@ -126,12 +130,28 @@ class Reader:
     cosine, L1 for manhattan, see :class:`Metric`. Results are ascending by
     ``(distance, id)``.
 
+    Larger than memory: when it opens, a reader compares the used size of the file with its
+    memory budget. A file that fits is read ahead in the background (``read_mode "memory"``),
+    so a cold start costs a few large reads. One that does not fit is searched in
+    ``"compressed"`` mode (the float metrics): the reader first scans the index's vectors
+    once into 8-bit codes held in memory (one byte a dimension), walks the graph with them,
+    and reads exact vectors from the file only to re-rank the best candidates, asking the
+    kernel for their pages together; results carry exact distances. Codes belong to the
+    reader's snapshot, so they are never stale. ``"disk"`` (the binary metrics, or codes that
+    would not fit in half the budget) reads exact vectors a page at a time.
+    ``stats()["read_mode"]`` says which was chosen.
+
     Parameters
     ----------
     database : Database
         The database to read.
     index : int, default 0
         The index in the database (0..65535).
+    memory_budget : int, optional
+        Bytes the reader may plan to use (default: the database's ``memory_budget``, else
+        ``HANNOY_MEMORY_BUDGET``, else 80% of what the process may use).
+    read_mode : {"auto", "memory", "compressed", "disk"}, default "auto"
+        Force a read mode instead of choosing it from the budget.
 
     Raises
     ------
@@ -151,20 +171,38 @@ class Reader:
     [(1, 0.0), (0, 2.0)]
     """
 
-    def __init__(self, database: "Database", index: int = 0) -> None:
+    def __init__(
+        self,
+        database: "Database",
+        index: int = 0,
+        *,
+        memory_budget: Optional[int] = None,
+        read_mode: str = "auto",
+    ) -> None:
         self._h: Optional[SharedHandle] = None
         dbh = getattr(database, "_h", None)
         if dbh is None:
             raise TypeError("database must be a hannoy.Database, got %s" % describe(database))
         self._db = database
         self._index = as_int(index, "index", 0, MAX_INDEX)
+        if memory_budget is None:
+            budget = getattr(database, "memory_budget", None) or 0
+        else:
+            budget = as_int(memory_budget, "memory_budget", 1, MAX_I64)
+        if not isinstance(read_mode, str):
+            raise ArgumentTypeError("read_mode must be a str, got %s" % describe(read_mode))
+        mode = _READ_MODES.get(read_mode)
+        if mode is None:
+            raise InvalidArgumentError(
+                "read_mode must be one of %s, got %r" % (", ".join(map(repr, _READ_MODES)), read_mode)
+            )
         ffi = _ffi.ffi()
         lib = _ffi.lib()
         out = ffi.new("uint64_t *")
         err = ffi.new("char **")
         value = dbh.enter()
         try:
-            rc = lib.hannoy_reader_open(value, self._index, out, err)
+            rc = lib.hannoy_reader_open(value, self._index, budget, mode, out, err)
         finally:
             dbh.exit()
         _ffi.check(rc, err)
@@ -686,8 +724,12 @@ class Reader:
         """Facts about the index, for humans and dashboards.
 
         Keys include ``index``, ``metric``, ``dimensions``, ``n_items``, ``entry_points``,
-        ``max_level``, ``version`` (the format), ``path`` and ``name`` (from the library), plus
-        ``library`` (the library's version and distance kernels).
+        ``max_level``, ``version`` (the format), ``path`` and ``name`` (from the library),
+        ``read_mode`` (``"memory"``, ``"compressed"`` or ``"disk"``), ``memory_budget`` and
+        ``memory_budget_source`` (``"explicit"``, ``"environment"``, ``"automatic"`` or
+        ``"unlimited"``), ``file_bytes`` (the used part of the file) and ``codes_bytes`` (memory
+        held by compressed codes), plus ``library`` (the library's version and distance
+        kernels).
 
         Examples
         --------

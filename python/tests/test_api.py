@@ -88,6 +88,7 @@ def test_database_signature() -> None:
         ("name", P.POSITIONAL_OR_KEYWORD, None),
         ("env_size", P.POSITIONAL_OR_KEYWORD, None),
         ("read_only", P.KEYWORD_ONLY, False),  # ours: keyword-only, upstream's calls unchanged
+        ("memory_budget", P.KEYWORD_ONLY, None),
     ]
     assert _params(Database.writer) == [
         ("self", P.POSITIONAL_OR_KEYWORD, E),
@@ -103,6 +104,8 @@ def test_database_signature() -> None:
     assert _params(Database.reader) == [
         ("self", P.POSITIONAL_OR_KEYWORD, E),
         ("index", P.POSITIONAL_OR_KEYWORD, 0),
+        ("memory_budget", P.KEYWORD_ONLY, None),  # ours: keyword-only
+        ("read_mode", P.KEYWORD_ONLY, "auto"),
     ]
     assert isinstance(inspect.getattr_static(Database, "commit_rw_txn"), staticmethod)
     assert isinstance(inspect.getattr_static(Database, "abort_rw_txn"), staticmethod)

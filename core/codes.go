@@ -1,0 +1,365 @@
+package core
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"path/filepath"
+)
+
+// codes is the compressed copy of an index that a reader walks the graph with when the file
+// does not fit in memory (the DiskANN design): every item's vector as 8-bit scalar-quantized
+// codes, one byte a dimension (per-dimension ranges), in memory, and where its exact value lies
+// in the memory map. A search computes approximate distances from the codes alone and reads
+// exact vectors only to re-rank its best candidates, advising their pages together.
+//
+// Codes are made by a reader from its own snapshot (a scan of the index's item values in key
+// order) and live as long as the reader: they can never be stale, and no file of them exists
+// that another program could change or damage.
+type codes struct {
+	metric Metric
+	dims   int
+	lo     []float32 // per dimension: the value of code 0
+	step   []float32 // per dimension: the value of one code step
+	data   []uint8   // slot*dims ...: the codes
+	aux    []float32 // per slot: |x̂|² (euclidean) or |x̂| (cosine, of the normalized vector)
+	refs   []*byte   // per slot: the item value in LMDB's memory map
+	dense  []int32   // id -> slot+1 (0: no item), when ids are dense enough
+	sparse map[uint32]int32
+
+	// Layer-0 links of the first linksLoaded slots, preloaded while they fit the budget:
+	// slot s links to linkIDs[linkOff[s]:linkOff[s+1]].
+	linkOff     []uint64
+	linkIDs     []uint32
+	linksLoaded int32
+}
+
+// quantizable reports whether a metric's readers can walk with codes: the float metrics (the
+// binary ones already store one bit a dimension).
+func (m Metric) quantizable() bool { return !m.binary() }
+
+// codesBytes is the memory codes take for n items of dims dimensions and ids up to maxID.
+func codesBytes(n uint64, dims int, maxID uint32) int64 {
+	per := int64(dims) + 4 + 8
+	b := int64(n) * per
+	if denseIDs(maxID, n) {
+		b += 4 * (int64(maxID) + 1)
+	} else {
+		b += 40 * int64(n) // map entries
+	}
+	return b
+}
+
+func denseIDs(maxID uint32, n uint64) bool { return uint64(maxID) < 4*n+1<<16 }
+
+// slot returns the slot of item id, or -1.
+func (c *codes) slot(id uint32) int32 {
+	if c.dense != nil {
+		if int(id) < len(c.dense) {
+			return c.dense[id] - 1
+		}
+		return -1
+	}
+	if s, ok := c.sparse[id]; ok {
+		return s
+	}
+	return -1
+}
+
+// codeSamples is how many item vectors, spread over the index, set the quantization ranges.
+const codeSamples = 4096
+
+// buildCodes scans every item value of r's index in txn and quantizes it; used is the used
+// size of the data file.
+func buildCodes(txn Txn, r *Reader, used, budget int64) (*codes, error) {
+	items := r.meta.Items
+	n := items.GetCardinality()
+	maxID := uint32(0)
+	if n > 0 {
+		maxID = items.Maximum()
+	}
+	c := &codes{metric: r.metric, dims: r.dims, lo: make([]float32, r.dims), step: make([]float32, r.dims)}
+	if err := c.setRanges(txn, r, n); err != nil {
+		return nil, err
+	}
+	c.data = make([]uint8, 0, n*uint64(r.dims))
+	c.aux = make([]float32, 0, n)
+	c.refs = make([]*byte, 0, n)
+	if denseIDs(maxID, n) {
+		c.dense = make([]int32, uint64(maxID)+1)
+	} else {
+		c.sparse = make(map[uint32]int32, n)
+	}
+	ra := newReadAhead(filepath.Join(r.db.env.path, "data.mdb"), used, budget)
+	vec := make([]float32, 0, r.dims)
+	err := scanPrefix(txn, r.db, ModePrefix(r.index, ModeItem), func(k Key, v []byte) (bool, error) {
+		if !items.Contains(k.Item) {
+			return true, nil
+		}
+		if len(v) != r.valueLen || v[0] != TagItem {
+			return false, fmt.Errorf("item %d of index %d: %w", k.Item, r.index, corruptf("value of %d bytes with tag %d", len(v), v[0]))
+		}
+		ra.at(v)
+		vec = r.metric.decodeVector(vec[:0], v[1+r.metric.headerSize():], r.dims)
+		slot := int32(len(c.refs))
+		c.aux = append(c.aux, c.encode(vec, v))
+		c.refs = append(c.refs, &v[0])
+		if c.dense != nil {
+			c.dense[k.Item] = slot + 1
+		} else {
+			c.sparse[k.Item] = slot
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// cosineScale is 1/|v| for a cosine item value (0 for a zero vector), from its stored norm.
+func cosineScale(value []byte) float32 {
+	norm := math.Float32frombits(binary.LittleEndian.Uint32(value[1:]))
+	if !(norm > float32Epsilon) {
+		return 0
+	}
+	return 1 / norm
+}
+
+// setRanges sets each dimension's range from up to codeSamples items spread over the index,
+// widened by a tenth on each side; values outside it saturate.
+func (c *codes) setRanges(txn Txn, r *Reader, n uint64) error {
+	for d := range c.lo {
+		c.lo[d], c.step[d] = float32(math.Inf(1)), float32(math.Inf(-1)) // min, max for now
+	}
+	samples := min(n, codeSamples)
+	vec := make([]float32, 0, r.dims)
+	for i := uint64(0); i < samples; i++ {
+		id, err := r.meta.Items.Select(uint32(i * n / samples))
+		if err != nil {
+			return fmt.Errorf("sample item %d: %w", i, err)
+		}
+		v, err := r.vector(txn, id)
+		if err != nil {
+			return err
+		}
+		if v == nil {
+			continue
+		}
+		vec = r.metric.decodeVector(vec[:0], v[1+r.metric.headerSize():], r.dims)
+		scale := float32(1)
+		if c.metric == Cosine {
+			scale = cosineScale(v)
+		}
+		for d, x := range vec {
+			x *= scale
+			c.lo[d] = min(c.lo[d], x)
+			c.step[d] = max(c.step[d], x)
+		}
+	}
+	for d := range c.lo {
+		lo, hi := c.lo[d], c.step[d]
+		if lo > hi { // no sample
+			lo, hi = -1, 1
+		}
+		margin := (hi - lo) / 10
+		lo, hi = lo-margin, hi+margin
+		c.lo[d] = lo
+		c.step[d] = max((hi-lo)/255, 1e-30)
+	}
+	return nil
+}
+
+// encode appends the codes of vec (the decoded vector of item value v) and returns its aux value.
+func (c *codes) encode(vec []float32, v []byte) float32 {
+	scale := float32(1)
+	if c.metric == Cosine {
+		scale = cosineScale(v)
+	}
+	var sq float32
+	lo, step := c.lo[:len(vec)], c.step[:len(vec)]
+	for d, x := range vec {
+		f := (x*scale-lo[d])/step[d] + 0.5
+		q := uint8(0)
+		if f >= 255 {
+			q = 255
+		} else if f > 0 {
+			q = uint8(f) // rounds to nearest: f was shifted by 0.5
+		}
+		c.data = append(c.data, q)
+		y := lo[d] + float32(q)*step[d]
+		sq += y * y
+	}
+	switch c.metric {
+	case Cosine:
+		if scale == 0 {
+			return 0
+		}
+		return float32(math.Sqrt(float64(sq)))
+	case Euclidean:
+		return sq
+	}
+	return 0
+}
+
+// codeQuery is a query prepared for distances to codes.
+type codeQuery struct {
+	w  []float32 // per dimension
+	c0 float32
+	// zero is set for a cosine query of norm 0: every distance is 0, as the exact metric says.
+	zero bool
+}
+
+// prepare readies q (the query's float vector) for dist.
+func (c *codes) prepare(cq *codeQuery, q []float32) {
+	cq.w = cq.w[:0]
+	cq.c0, cq.zero = 0, false
+	switch c.metric {
+	case Euclidean: // |q - x̂|² = |q|² - 2 Σ q_d lo_d - 2 Σ q_d step_d code_d + |x̂|²
+		var qq, ql float32
+		for d, x := range q {
+			qq += x * x
+			ql += x * c.lo[d]
+			cq.w = append(cq.w, -2*x*c.step[d])
+		}
+		cq.c0 = qq - 2*ql
+	case Cosine: // q̂·x̂ = Σ q̂_d lo_d + Σ q̂_d step_d code_d
+		var qq float32
+		for _, x := range q {
+			qq += x * x
+		}
+		norm := float32(math.Sqrt(float64(qq)))
+		if !(norm > float32Epsilon) {
+			cq.zero = true
+			return
+		}
+		for d, x := range q {
+			x /= norm
+			cq.c0 += x * c.lo[d]
+			cq.w = append(cq.w, x*c.step[d])
+		}
+	case Manhattan: // Σ step_d |(q_d - lo_d)/step_d - code_d|
+		for d, x := range q {
+			cq.w = append(cq.w, (x-c.lo[d])/c.step[d])
+		}
+	}
+}
+
+// dist is the approximate distance from a prepared query to the item in slot, in the metric's
+// own scale.
+func (c *codes) dist(cq *codeQuery, slot int32) float32 {
+	code := c.data[int(slot)*c.dims : int(slot+1)*c.dims]
+	switch c.metric {
+	case Euclidean:
+		return max(0, cq.c0+weightedSum(cq.w, code)+c.aux[slot])
+	case Cosine:
+		norm := c.aux[slot]
+		if cq.zero || norm == 0 {
+			return 0
+		}
+		cos := (cq.c0 + weightedSum(cq.w, code)) / norm
+		return (1 - max(-1, min(1, cos))) / 2
+	case Manhattan:
+		var s float32
+		for d, x := range cq.w {
+			diff := x - float32(code[d])
+			if diff < 0 {
+				diff = -diff
+			}
+			s += diff * c.step[d]
+		}
+		return s
+	}
+	return float32(math.NaN())
+}
+
+// weightedSum is Σ w_d code_d.
+func weightedSum(w []float32, code []uint8) float32 {
+	code = code[:len(w)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(w); i += 4 {
+		s0 += w[i] * float32(code[i])
+		s1 += w[i+1] * float32(code[i+1])
+		s2 += w[i+2] * float32(code[i+2])
+		s3 += w[i+3] * float32(code[i+3])
+	}
+	for ; i < len(w); i++ {
+		s0 += w[i] * float32(code[i])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// bytes is the memory the codes and preloaded links hold.
+func (c *codes) bytes() int64 {
+	return int64(len(c.data)) + 4*int64(len(c.aux)) + 8*int64(len(c.refs)) + 4*int64(len(c.dense)) +
+		40*int64(len(c.sparse)) + 8*int64(cap(c.linkOff)) + 4*int64(cap(c.linkIDs))
+}
+
+// linkSample is how many items' links set the size of the preloaded links' table.
+const linkSample = 1000
+
+// loadLinks reads the layer-0 links of the index's items, in key order (the order of slots),
+// into memory while they fit in budget bytes; the rest are read from the file when needed.
+func (c *codes) loadLinks(txn Txn, r *Reader, used, budget int64) error {
+	n := len(c.refs)
+	offBytes := 8 * int64(n+1)
+	if n == 0 || budget < offBytes+4*int64(n) {
+		return nil
+	}
+	c.linkOff = make([]uint64, 1, n+1)
+	ra := newReadAhead(filepath.Join(r.db.env.path, "data.mdb"), used, budget)
+	var next int32   // the next slot to fill
+	var one []uint32 // one item's links
+	err := scanPrefix(txn, r.db, ModePrefix(r.index, ModeLinks), func(k Key, v []byte) (bool, error) {
+		if k.Layer != 0 {
+			return true, nil
+		}
+		s := c.slot(k.Item)
+		if s < next { // not an item of the index (or damage): the search never asks
+			return true, nil
+		}
+		ra.at(v)
+		var err error
+		if one, err = DecodeLinksValue(v, one[:0]); err != nil {
+			return false, fmt.Errorf("links of item %d on layer 0 of index %d: %w", k.Item, r.index, corruptf("%v", err))
+		}
+		if need := len(c.linkIDs) + len(one); need > cap(c.linkIDs) {
+			// Grow: to the expected total once linkSample items were seen, else doubling;
+			// stop where the table would outgrow the budget.
+			grow := max(2*cap(c.linkIDs), need)
+			if next >= linkSample {
+				grow = max(need, int(float64(len(c.linkIDs))/float64(next)*1.1*float64(n)))
+			}
+			if room := int((budget - offBytes) / 4); grow > room {
+				grow = room
+			}
+			if grow < need {
+				return false, nil
+			}
+			c.linkIDs = append(make([]uint32, 0, grow), c.linkIDs...)
+		}
+		for ; next < s; next++ { // items without links
+			c.linkOff = append(c.linkOff, uint64(len(c.linkIDs)))
+		}
+		c.linkIDs = append(c.linkIDs, one...)
+		c.linkOff = append(c.linkOff, uint64(len(c.linkIDs)))
+		next = s + 1
+		return true, nil
+	})
+	if err != nil {
+		c.linkOff, c.linkIDs, c.linksLoaded = nil, nil, 0
+		return err
+	}
+	c.linksLoaded = next
+	return nil
+}
+
+// links appends the preloaded layer-0 links of slot s to dst; ok is false if they were not
+// preloaded.
+func (c *codes) links(s int32, dst []uint32) ([]uint32, bool) {
+	if s < 0 || s >= c.linksLoaded {
+		return dst, false
+	}
+	return append(dst, c.linkIDs[c.linkOff[s]:c.linkOff[s+1]]...), true
+}

@@ -1,0 +1,247 @@
+package core
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/RoaringBitmap/roaring/v2"
+)
+
+// clustered returns n vectors around 16 centres, like real embeddings.
+func clustered(rng *rand.Rand, n, dims int) map[uint32][]float32 {
+	centres := make([][]float32, 16)
+	for i := range centres {
+		centres[i] = make([]float32, dims)
+		for d := range centres[i] {
+			centres[i][d] = float32(rng.NormFloat64() * 3)
+		}
+	}
+	out := make(map[uint32][]float32, n)
+	for i := 0; i < n; i++ {
+		c := centres[rng.IntN(len(centres))]
+		v := make([]float32, dims)
+		for d := range v {
+			v[d] = c[d] + float32(rng.NormFloat64())
+		}
+		out[uint32(i)] = v
+	}
+	return out
+}
+
+// openSnapshotReader opens a snapshot reader with opts, closed at the end of the test.
+func openSnapshotReader(t testing.TB, env *Env, db *Database, metric Metric, opts ReaderOptions) (*Reader, *Snapshot) {
+	t.Helper()
+	snap, err := env.OpenSnapshot(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(snap.Close)
+	r, err := OpenSnapshotReaderWith(snap, db, 0, metric, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, snap
+}
+
+func TestCompressedSearchRecallAndExactDistances(t *testing.T) {
+	for _, metric := range []Metric{Euclidean, Cosine, Manhattan} {
+		t.Run(metric.Name(), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(7, uint64(metric)))
+			vecs := clustered(rng, 3000, 48)
+			env, db := testDB(t)
+			buildItems(t, env, db, 0, metric, 48, vecs, BuildOptions{M: 12, EfConstruction: 64, Seed: 3})
+			exact, snapE := openSnapshotReader(t, env, db, metric, ReaderOptions{Mode: ReadMemory})
+			comp, snapC := openSnapshotReader(t, env, db, metric, ReaderOptions{Mode: ReadCompressed})
+			if comp.Plan().Mode != ReadCompressed || comp.codes == nil || comp.Plan().CodesBytes < 3000*48 {
+				t.Fatalf("plan %+v: not compressed", comp.Plan())
+			}
+			queries := make([][]float32, 0, 100)
+			for _, v := range clustered(rng, 100, 48) {
+				queries = append(queries, v)
+			}
+			txnE, _ := snapE.Acquire()
+			defer snapE.Release(txnE)
+			txnC, _ := snapC.Acquire()
+			defer snapC.Release(txnC)
+			re := recallAt(t, exact, txnE, metric, vecs, queries, 10, 64)
+			rc := recallAt(t, comp, txnC, metric, vecs, queries, 10, 64)
+			t.Logf("recall@10 at ef 64: exact walk %.4f, compressed walk %.4f", re, rc)
+			if rc < re-0.02 {
+				t.Fatalf("compressed recall %.4f, exact %.4f", rc, re)
+			}
+			// Results carry exact distances, ascending, as an exact reader computes them.
+			for _, q := range queries[:20] {
+				res, err := comp.Search(txnC, q, SearchOptions{Count: 10, Ef: 64})
+				if err != nil {
+					t.Fatal(err)
+				}
+				qv := metric.appendValue(nil, q)
+				for i, r := range res {
+					want := metric.distance(qv, metric.appendValue(nil, vecs[r.ID]))
+					if r.Distance != want {
+						t.Fatalf("item %d: distance %v, exact %v", r.ID, r.Distance, want)
+					}
+					if i > 0 && before(scored{r.Distance, r.ID}, scored{res[i-1].Distance, res[i-1].ID}) {
+						t.Fatalf("results out of order: %v", res)
+					}
+				}
+			}
+			// By item: never the item itself; filters hold.
+			res, found, err := comp.SearchItem(txnC, 5, SearchOptions{Count: 10, Ef: 64})
+			if err != nil || !found || len(res) != 10 {
+				t.Fatalf("SearchItem: %v %v %v", res, found, err)
+			}
+			for _, r := range res {
+				if r.ID == 5 {
+					t.Fatal("SearchItem returned the item itself")
+				}
+			}
+			filter := roaring.New()
+			for id := uint32(0); id < 3000; id += 2 {
+				filter.Add(id)
+			}
+			res, err = comp.Search(txnC, queries[0], SearchOptions{Count: 10, Ef: 64, Candidates: filter})
+			if err != nil || len(res) != 10 {
+				t.Fatalf("filtered: %v %v", res, err)
+			}
+			for _, r := range res {
+				if r.ID%2 != 0 {
+					t.Fatalf("filtered search returned %d", r.ID)
+				}
+			}
+		})
+	}
+}
+
+func TestReadModeFromBudget(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	vecs := clustered(rng, 2000, 32)
+	env, db := testDB(t)
+	buildItems(t, env, db, 0, Euclidean, 32, vecs, BuildOptions{Seed: 1})
+	used, err := env.UsedBytes()
+	if err != nil || used < 2000*32*4 {
+		t.Fatalf("used bytes %d, %v", used, err)
+	}
+	// Codes are used when they fit in three quarters of the budget.
+	least := (codesBytes(2000, 32, 1999) + 2) / 3 * 4
+	cases := []struct {
+		budget int64
+		want   ReadMode
+	}{
+		{used, ReadMemory},
+		{used - 1, ReadCompressed},
+		{least, ReadCompressed},
+		{least - 1, ReadDisk},
+	}
+	for _, c := range cases {
+		r, _ := openSnapshotReader(t, env, db, Euclidean, ReaderOptions{MemoryBudget: c.budget})
+		p := r.Plan()
+		if p.Mode != c.want || p.Budget != c.budget || p.BudgetSource != "explicit" || p.FileBytes != used {
+			t.Errorf("budget %d: plan %+v, want mode %v", c.budget, p, c.want)
+		}
+	}
+	// The environment variable sets the budget when none is given.
+	t.Setenv(MemoryBudgetEnv, "1K")
+	r, _ := openSnapshotReader(t, env, db, Euclidean, ReaderOptions{})
+	if p := r.Plan(); p.Budget != 1024 || p.BudgetSource != "environment" || p.Mode != ReadDisk {
+		t.Errorf("from the environment: %+v", p)
+	}
+	// Binary metrics are never compressed: their vectors are one bit a dimension already.
+	env2, db2 := testDB(t)
+	buildItems(t, env2, db2, 0, Hamming, 32, vecs, BuildOptions{Seed: 1})
+	r, _ = openSnapshotReader(t, env2, db2, Hamming, ReaderOptions{MemoryBudget: 1 << 40, Mode: ReadCompressed})
+	if p := r.Plan(); p.Mode != ReadDisk {
+		t.Errorf("hamming forced compressed: %+v", p)
+	}
+	if _, err := OpenSnapshotReaderWith(nil, db, 0, Euclidean, ReaderOptions{MemoryBudget: -1}); err == nil {
+		t.Error("a negative budget was accepted")
+	}
+}
+
+func TestParseMemorySize(t *testing.T) {
+	good := map[string]int64{"1": 1, "512M": 512 << 20, "2g": 2 << 30, "1GiB": 1 << 30, " 3 K ": 3 << 10, "7KB": 7 << 10, "1T": 1 << 40}
+	for s, want := range good {
+		if got, err := ParseMemorySize(s); err != nil || got != want {
+			t.Errorf("%q: %d %v, want %d", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "0", "-5", "M", "1.5G", "12Q", "99999999999T"} {
+		if _, err := ParseMemorySize(s); err == nil {
+			t.Errorf("%q accepted", s)
+		}
+	}
+}
+
+func TestRecallFashionMNISTCompressed(t *testing.T) {
+	vecs, queries := fashion(t)
+	env, db := testDB(t)
+	buildItems(t, env, db, 0, Euclidean, 784, vecs, fashionOpts)
+	r, snap := openSnapshotReader(t, env, db, Euclidean, ReaderOptions{Mode: ReadCompressed})
+	txn, _ := snap.Acquire()
+	defer snap.Release(txn)
+	for _, ef := range []int{40, 200} {
+		recall := recallAt(t, r, txn, Euclidean, vecs, queries, 10, ef)
+		t.Logf("compressed walk, ef_search %d: recall@10 = %.4f", ef, recall)
+		if ef == 200 && recall < recallTarget {
+			t.Fatalf("recall@10 = %.4f < %.2f", recall, recallTarget)
+		}
+	}
+}
+
+func TestCompressedLinksPartlyInMemory(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	vecs := clustered(rng, 2000, 16)
+	env, db := testDB(t)
+	buildItems(t, env, db, 0, Euclidean, 16, vecs, BuildOptions{Seed: 2})
+	full, snap := openSnapshotReader(t, env, db, Euclidean, ReaderOptions{Mode: ReadCompressed})
+	if full.codes.linksLoaded != 2000 {
+		t.Fatalf("%d of 2000 items' links preloaded without a budget", full.codes.linksLoaded)
+	}
+	part, _ := openSnapshotReader(t, env, db, Euclidean, ReaderOptions{Mode: ReadCompressed})
+	txn, _ := snap.Acquire()
+	defer snap.Release(txn)
+	// Preload again with room for about a third of the lists.
+	part.codes.linkOff, part.codes.linkIDs, part.codes.linksLoaded = nil, nil, 0
+	budget := int64(8*2001) + int64(len(full.codes.linkIDs))*4/3
+	if err := part.codes.loadLinks(txn, part, 1<<30, budget); err != nil {
+		t.Fatal(err)
+	}
+	if n := part.codes.linksLoaded; n == 0 || n >= 2000 {
+		t.Fatalf("%d of 2000 items' links preloaded with a third of the room", n)
+	}
+	if b := 8*int64(cap(part.codes.linkOff)) + 4*int64(cap(part.codes.linkIDs)); b > budget {
+		t.Fatalf("preloaded links take %d bytes, budget %d", b, budget)
+	}
+	for id := uint32(0); id < 2000; id += 7 {
+		a, _ := full.links(txn, id, 0, nil)
+		b, _ := part.links(txn, id, 0, nil)
+		if len(a) == 0 || !slicesEqual(a, b) {
+			t.Fatalf("item %d: links %v, preloaded %v", id, b, a)
+		}
+	}
+	for id := uint32(0); id < 50; id++ {
+		q := vecs[id]
+		a, err1 := full.Search(txn, q, SearchOptions{Count: 5, Ef: 32})
+		b, err2 := part.Search(txn, q, SearchOptions{Count: 5, Ef: 32})
+		if err1 != nil || err2 != nil || len(a) != len(b) {
+			t.Fatalf("%v %v", err1, err2)
+		}
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("query %d: %v against %v", id, b, a)
+			}
+		}
+	}
+}
+
+func slicesEqual(a, b []uint32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,151 @@
+package core
+
+import (
+	"bufio"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+)
+
+// Kernel advice for a range of the memory map (madvise(2)).
+const (
+	adviceNormal   = 0 // MADV_NORMAL: read around each fault (what the kernel does unless told)
+	adviceRandom   = 1 // MADV_RANDOM: read only the faulting page (what LMDB's MDB_NORDAHEAD sets)
+	adviceWillNeed = 3 // MADV_WILLNEED: start reading the range now, without waiting
+)
+
+var pageSize = uintptr(os.Getpagesize())
+
+// advise gives the kernel advice for the pages that hold [start, start+n). Errors are ignored:
+// advice is a hint.
+func advise(start, n uintptr, advice int) {
+	if n == 0 {
+		return
+	}
+	aligned := start &^ (pageSize - 1)
+	length := (start - aligned + n + pageSize - 1) &^ (pageSize - 1)
+	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, aligned, length, uintptr(advice))
+}
+
+// willNeedChunk is the most one MADV_WILLNEED call is asked to read: the kernel reads no more
+// than the device's read-ahead maximum per call (read_ahead_kb), and silently drops the rest.
+const willNeedChunk = 2 << 20
+
+// willNeed asks the kernel to start reading [start, start+n) in the background, in calls of
+// willNeedChunk bytes.
+func willNeed(start, n uintptr) {
+	for n > 0 {
+		c := min(n, willNeedChunk)
+		advise(start, c, adviceWillNeed)
+		start, n = start+c, n-c
+	}
+}
+
+// adviseBytes advises the pages that hold b.
+func adviseBytes(b []byte, advice int) {
+	if len(b) > 0 {
+		advise(uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), advice)
+	}
+}
+
+// fileMapping finds where the file at path is mapped into this process (its largest mapping,
+// matched by device and inode): LMDB maps data.mdb once, at an address it does not export.
+func fileMapping(path string) (start, length uintptr, ok bool) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, 0, false
+	}
+	sys, okSys := st.Sys().(*syscall.Stat_t)
+	if !okSys {
+		return 0, 0, false
+	}
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return 0, 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// start-end perms offset major:minor inode path
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 6 || fields[3] == "00:00" {
+			continue
+		}
+		inode, err := strconv.ParseUint(fields[4], 10, 64)
+		if err != nil || inode != sys.Ino {
+			continue
+		}
+		major, minor, _ := strings.Cut(fields[3], ":")
+		maj, err1 := strconv.ParseUint(major, 16, 32)
+		mnr, err2 := strconv.ParseUint(minor, 16, 32)
+		if err1 != nil || err2 != nil || !sameDevice(uint64(sys.Dev), maj, mnr) {
+			continue
+		}
+		lo, hi, found := strings.Cut(fields[0], "-")
+		a, err1 := strconv.ParseUint(lo, 16, 64)
+		b, err2 := strconv.ParseUint(hi, 16, 64)
+		if !found || err1 != nil || err2 != nil || b <= a {
+			continue
+		}
+		if uintptr(b-a) > length {
+			start, length, ok = uintptr(a), uintptr(b-a), true
+		}
+	}
+	return start, length, ok
+}
+
+// sameDevice compares a stat device number with the major:minor pair of /proc/self/maps.
+func sameDevice(dev, major, minor uint64) bool {
+	// Linux's new_encode_dev layout, as glibc's gnu_dev_major/minor decode it.
+	maj := (dev>>8)&0xfff | (dev>>32)&^0xfff
+	mnr := dev&0xff | (dev>>12)&^0xff
+	return maj == major && mnr == minor
+}
+
+// scanAhead is how far ahead of a scan's position the kernel is asked to be reading.
+const scanAhead = 32 << 20
+
+// readAhead keeps the kernel reading ahead of a scan that moves mostly forward through the file
+// (a cursor over consecutive keys, whose pages LMDB mostly allocated in order): without it, in
+// a map advised MADV_RANDOM, every page would be one blocking read.
+type readAhead struct {
+	start, end uintptr // the used part of the file in the map
+	lo, hi     uintptr // [lo, hi) has been asked for
+	ahead      uintptr
+}
+
+// newReadAhead prepares read-ahead for the first used bytes of the data file at path, keeping
+// up to scanAhead bytes in flight but no more than a sixteenth of budget (pages read too far
+// ahead under a tight memory limit are dropped before the scan reaches them); nil if the
+// mapping cannot be found (then at does nothing).
+func newReadAhead(path string, used, budget int64) *readAhead {
+	start, length, ok := fileMapping(path)
+	if !ok {
+		return nil
+	}
+	ahead := uintptr(max(min(scanAhead, budget/16), willNeedChunk))
+	return &readAhead{start: start, end: start + min(length, uintptr(used)), ahead: ahead}
+}
+
+// at tells that the scan is reading b; it keeps the read-ahead beyond it in flight.
+func (ra *readAhead) at(b []byte) {
+	if ra == nil || len(b) == 0 {
+		return
+	}
+	a := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	if a < ra.start || a >= ra.end {
+		return // a page of the write transaction, or outside the file
+	}
+	if a < ra.lo || a > ra.hi {
+		ra.lo = a &^ (pageSize - 1) // a jump: start again from here
+		ra.hi = ra.lo
+	}
+	for ra.hi < min(a+ra.ahead, ra.end) {
+		n := min(willNeedChunk, ra.end-ra.hi)
+		advise(ra.hi, n, adviceWillNeed)
+		ra.hi += n
+	}
+}

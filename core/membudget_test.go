@@ -1,0 +1,86 @@
+package core
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// fakeTree writes files (path -> content) under a temporary root.
+func fakeTree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	root := t.TempDir()
+	for p, c := range files {
+		full := filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+const meminfo = "MemTotal:       24000000 kB\nMemFree:         1000 kB\nMemAvailable:    8000000 kB\n"
+
+func TestMemoryInfoCgroupV1(t *testing.T) {
+	root := fakeTree(t, map[string]string{
+		"proc/meminfo":     meminfo,
+		"proc/self/cgroup": "5:devices:/\n4:memory:/outer/inner\n1:cpu,cpuacct:/\n",
+		// The inner group has no limit of its own; its parent's applies.
+		"sys/fs/cgroup/memory/outer/inner/memory.limit_in_bytes": "9223372036854771712\n",
+		"sys/fs/cgroup/memory/outer/inner/memory.stat":           "cache 100\nrss 5\ntotal_rss 7\n",
+		"sys/fs/cgroup/memory/outer/memory.limit_in_bytes":       "536870912\n",
+		"sys/fs/cgroup/memory/outer/memory.stat":                 "cache 4096\nrss 1000\ntotal_cache 9\ntotal_rss 100663296\n",
+		"sys/fs/cgroup/memory/memory.limit_in_bytes":             "9223372036854771712\n",
+	})
+	info := readMemoryInfo(root)
+	if info.MemAvailable != 8000000*1024 || info.CgroupLimit != 512<<20 || info.CgroupAnon != 96<<20 {
+		t.Fatalf("%+v", info)
+	}
+	if info.Available != (512-96)<<20 {
+		t.Fatalf("available %d, want the limit less the group's anonymous memory", info.Available)
+	}
+}
+
+func TestMemoryInfoCgroupV2(t *testing.T) {
+	root := fakeTree(t, map[string]string{
+		"proc/meminfo":                             meminfo,
+		"proc/self/cgroup":                         "0::/user.slice/job\n",
+		"sys/fs/cgroup/cgroup.controllers":         "cpu memory\n",
+		"sys/fs/cgroup/user.slice/job/memory.max":  "max\n",
+		"sys/fs/cgroup/user.slice/memory.max":      "1073741824\n",
+		"sys/fs/cgroup/user.slice/memory.stat":     "anon 2000\nfile 5000\n",
+		"sys/fs/cgroup/user.slice/job/memory.stat": "anon 1000\n",
+	})
+	info := readMemoryInfo(root)
+	if info.CgroupLimit != 1<<30 || info.CgroupAnon != 2000 || info.Available != 1<<30-2000 {
+		t.Fatalf("%+v", info)
+	}
+	// MemAvailable wins when it is the smaller.
+	root = fakeTree(t, map[string]string{
+		"proc/meminfo":                     "MemAvailable: 1000 kB\n",
+		"proc/self/cgroup":                 "0::/\n",
+		"sys/fs/cgroup/cgroup.controllers": "memory\n",
+		"sys/fs/cgroup/memory.max":         "1073741824\n",
+	})
+	if info := readMemoryInfo(root); info.Available != 1000*1024 || info.CgroupAnon != -1 {
+		t.Fatalf("%+v", info)
+	}
+}
+
+func TestMemoryInfoNothingKnown(t *testing.T) {
+	info := readMemoryInfo(t.TempDir())
+	if info.Available != math.MaxInt64 || info.CgroupLimit != -1 || info.MemAvailable != -1 {
+		t.Fatalf("%+v", info)
+	}
+	if b, src := memoryBudget(123); b != 123 || src != "explicit" {
+		t.Fatalf("explicit budget: %d %s", b, src)
+	}
+	// This machine: whatever it is, a budget comes out positive.
+	if b, src := memoryBudget(0); b <= 0 || src == "" {
+		t.Fatalf("budget %d from %q", b, src)
+	}
+}

@@ -89,7 +89,8 @@ type dbHandle struct {
 	db       *core.Database
 	metric   core.Metric
 	name     string
-	readOnly bool // writers are refused
+	readOnly bool  // writers are refused
+	budget   int64 // memory budget of its readers and builds in bytes (0: automatic)
 	mu       sync.Mutex
 	writers  int
 	readers  int

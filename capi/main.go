@@ -180,7 +180,7 @@ func hannoy_verify(path *C.char, out **C.char, errOut **C.char) C.int {
 }
 
 //export hannoy_db_open
-func hannoy_db_open(path *C.char, metric C.int32_t, name *C.char, envSize C.uint64_t, flags C.int32_t, out *C.uint64_t, errOut **C.char) C.int {
+func hannoy_db_open(path *C.char, metric C.int32_t, name *C.char, envSize C.uint64_t, flags C.int32_t, budget C.int64_t, out *C.uint64_t, errOut **C.char) C.int {
 	return guard(errOut, func() error {
 		if err := needPtr(path != nil && out != nil, "path or output handle"); err != nil {
 			return err
@@ -202,10 +202,14 @@ func hannoy_db_open(path *C.char, metric C.int32_t, name *C.char, envSize C.uint
 		if flags&^dbReadOnly != 0 {
 			return invalid("unknown database flags %#x", int32(flags))
 		}
+		if budget < 0 {
+			return invalid("memory_budget must be a positive number of bytes, got %d", int64(budget))
+		}
 		d, err := openDB(C.GoString(path), m, n, int64(envSize), flags&dbReadOnly != 0)
 		if err != nil {
 			return err
 		}
+		d.budget = int64(budget)
 		*out = C.uint64_t(reg.add(d))
 		return nil
 	})
@@ -285,7 +289,7 @@ func hannoy_writer_open(h C.uint64_t, index C.uint32_t, dims C.uint32_t, m C.uin
 		if ef < 1 {
 			return invalid("ef must be at least 1, got %d", uint32(ef))
 		}
-		opts := core.BuildOptions{M: int(m), M0: int(m0), EfConstruction: int(ef), Threads: int(threads)}
+		opts := core.BuildOptions{M: int(m), M0: int(m0), EfConstruction: int(ef), Threads: int(threads), MemoryBudget: d.budget}
 		if m0 != 0 && m0 < m {
 			return invalid("m0 must be at least m (%d), got %d", uint32(m), uint32(m0))
 		}
@@ -547,7 +551,11 @@ func hannoy_reader_open(h C.uint64_t, index C.uint32_t, budget C.int64_t, mode C
 		if index > math.MaxUint16 {
 			return invalid("index must be between 0 and 65535, got %d", uint32(index))
 		}
-		rh, err := openReader(d, uint16(index), core.ReaderOptions{MemoryBudget: int64(budget), Mode: core.ReadMode(mode)})
+		opts := core.ReaderOptions{MemoryBudget: int64(budget), Mode: core.ReadMode(mode)}
+		if opts.MemoryBudget == 0 {
+			opts.MemoryBudget = d.budget
+		}
+		rh, err := openReader(d, uint16(index), opts)
 		if err != nil {
 			return err
 		}

@@ -33,6 +33,16 @@ type BuildOptions struct {
 	Threads int
 	// Progress, if not nil, is updated while the build runs; poll it from another goroutine.
 	Progress *Progress
+	// MemoryBudget is the memory, in bytes, the build plans to use for reading the index (0:
+	// the environment's, see Options.MemoryBudget).
+	MemoryBudget int64
+	// ReadMode says how the build reads the items already in the index. ReadAuto: if the
+	// data file does not fit in the memory budget and the metric is a float one, the build
+	// first scans them into 8-bit codes in memory (see ReadCompressed) and computes every
+	// distance to them from the codes, so that inserting reads no vector page at random; the
+	// items it inserts are always exact. ReadCompressed forces codes; ReadMemory and ReadDisk
+	// read exact vectors.
+	ReadMode ReadMode
 }
 
 func (o *BuildOptions) normalize() error {
@@ -66,6 +76,12 @@ func (o *BuildOptions) normalize() error {
 	if o.Threads <= 0 {
 		o.Threads = runtime.GOMAXPROCS(0)
 	}
+	if o.MemoryBudget < 0 {
+		return invalidf("memory budget must be positive, got %d", o.MemoryBudget)
+	}
+	if o.ReadMode < ReadAuto || o.ReadMode > ReadDisk {
+		return invalidf("unknown read mode %d", int(o.ReadMode))
+	}
 	return nil
 }
 
@@ -97,7 +113,12 @@ func (p Phase) String() string {
 type Progress struct {
 	phase       atomic.Int32
 	done, total atomic.Uint64
+	codes       atomic.Bool
 }
+
+// Compressed reports whether the build read the index's committed items through codes (see
+// BuildOptions.ReadMode); it is set once the build has decided.
+func (p *Progress) Compressed() bool { return p.codes.Load() }
 
 // Get returns the current phase and how many of its steps are done.
 func (p *Progress) Get() (phase Phase, done, total uint64) {
@@ -167,6 +188,9 @@ type builder struct {
 	preloaded bool
 	preLinks  map[uint64][]uint32
 	vecs      *table[vectorRef]
+	// codes, when the index does not fit in memory, stand for the vectors of the last commit's
+	// items (those vecs does not hold: this build's own are exact).
+	codes     *codes
 	nodes     *table[node]
 	readersMu sync.Mutex
 	readers   []*ReadTxn
@@ -358,6 +382,9 @@ func (b *builder) prepareSources() error {
 				return err
 			}
 		}
+		if err := b.prepareCodes(); err != nil {
+			return err
+		}
 	}
 	for it := b.toDelete.Iterator(); it.HasNext(); {
 		b.vecs.put(it.Next(), &absentVector)
@@ -390,6 +417,64 @@ func (b *builder) prepareSources() error {
 		b.eps = nil
 	}
 	return nil
+}
+
+// prepareCodes decides, as a reader would, whether the last commit's items are read through
+// codes, and makes them (with their layer-0 links, while they fit) if so.
+func (b *builder) prepareCodes() error {
+	if b.meta == nil || b.meta.Items.IsEmpty() || !b.metric.quantizable() {
+		return nil
+	}
+	mode := b.opts.ReadMode
+	env := b.w.db.env
+	budget := b.opts.MemoryBudget
+	if budget == 0 {
+		budget, _ = env.MemoryBudget()
+	}
+	used, err := env.UsedBytes()
+	if err != nil {
+		return err
+	}
+	if mode == ReadAuto {
+		cost := codesBytes(b.meta.Items.GetCardinality(), b.w.dims, b.meta.Items.Maximum())
+		if used > budget && cost <= budget/4*3 {
+			mode = ReadCompressed
+		}
+	}
+	if mode != ReadCompressed {
+		return nil
+	}
+	txn, err := b.parentSnapshot()
+	if err != nil {
+		return err
+	}
+	src := codeSource{db: b.w.db, index: b.w.index, metric: b.metric, dims: b.w.dims, items: b.meta.Items, used: used}
+	if b.codes, err = buildCodes(txn, src, budget); err != nil {
+		return err
+	}
+	if p := b.opts.Progress; p != nil {
+		p.codes.Store(true)
+	}
+	// Links too, with what is left of half the budget: the rest of it is this transaction's
+	// own (its new vectors and changed pages) and the build's graph.
+	return b.codes.loadLinks(txn, src, budget/2-b.codes.bytes())
+}
+
+// parentSnapshot opens a read transaction on the commit this write transaction started from,
+// closed with the build's other readers.
+func (b *builder) parentSnapshot() (*ReadTxn, error) {
+	txn, err := b.w.db.env.BeginRead()
+	if err != nil {
+		return nil, err
+	}
+	if txn.ID() != b.txn.txn.ID()-1 {
+		txn.Abort()
+		return nil, fmt.Errorf("internal error: read snapshot %d is not the parent of write transaction %d", txn.ID(), b.txn.txn.ID())
+	}
+	b.readersMu.Lock()
+	b.readers = append(b.readers, txn)
+	b.readersMu.Unlock()
+	return txn, nil
 }
 
 // diskLevel is the highest layer with links of item in the write transaction (-1 if none).

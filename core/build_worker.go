@@ -20,25 +20,43 @@ type worker struct {
 	sel     []scored
 	scratch []scored
 	pend    []pendingVector
+
+	// With codes: values rebuilt from them, in a ring of slots reused in turn. A value from
+	// vector stays valid for the next ringSlots-1 calls; one held longer is copied (stable).
+	ring     []byte
+	ringNext int
+	floats   []float32
+	held     []byte
+	cq       codeQuery
 }
+
+// ringSlots is how many values rebuilt from codes a worker keeps valid at once: more than any
+// caller holds (a neighbour list being scored, plus the value it is scored against).
+func (b *builder) ringSlots() int { return 2*b.opts.M0 + 16 }
 
 func (b *builder) newWorker() (*worker, error) {
 	wk := &worker{b: b, visited: newVisitedSet(1024)}
 	if !b.preloaded {
-		txn, err := b.w.db.env.BeginRead()
+		txn, err := b.parentSnapshot()
 		if err != nil {
 			return nil, err
 		}
-		if txn.ID() != b.txn.txn.ID()-1 {
-			txn.Abort()
-			return nil, fmt.Errorf("internal error: read snapshot %d is not the parent of write transaction %d", txn.ID(), b.txn.txn.ID())
-		}
-		b.readersMu.Lock()
-		b.readers = append(b.readers, txn)
-		b.readersMu.Unlock()
 		wk.txn = txn
 	}
+	if b.codes != nil {
+		wk.ring = make([]byte, b.ringSlots()*b.valueLen)
+	}
 	return wk, nil
+}
+
+// stable returns v, or a copy of it if it may be a value rebuilt from codes, valid until the
+// next call of stable.
+func (wk *worker) stable(v []byte) []byte {
+	if wk.ring == nil || v == nil {
+		return v
+	}
+	wk.held = append(wk.held[:0], v...)
+	return wk.held
 }
 
 // vector returns the value of item id, or nil if it has none (deleted).
@@ -55,6 +73,17 @@ func (wk *worker) vector(id uint32) ([]byte, error) {
 	}
 	if b.preloaded {
 		return nil, nil
+	}
+	if b.codes != nil {
+		slot := b.codes.slot(id)
+		if slot < 0 {
+			return nil, nil // not an item of the last commit, nor of this build: deleted
+		}
+		at := wk.ringNext * b.valueLen
+		wk.ringNext = (wk.ringNext + 1) % b.ringSlots()
+		var v []byte
+		v, wk.floats = b.codes.reconstruct(wk.ring[at:at:at+b.valueLen], slot, wk.floats)
+		return v, nil
 	}
 	v, ok, err := get(wk.txn, b.w.db, ItemKey(b.w.index, id))
 	if err != nil {
@@ -82,6 +111,11 @@ func (wk *worker) diskLinks(id uint32, layer int, dst []uint32) ([]uint32, error
 	}
 	if layer > 255 {
 		return dst, nil
+	}
+	if layer == 0 && b.codes != nil {
+		if out, ok := b.codes.links(b.codes.slot(id), dst); ok {
+			return out, nil
+		}
 	}
 	v, ok, err := get(wk.txn, b.w.db, LinksKey(b.w.index, id, uint8(layer)))
 	if err != nil || !ok {
@@ -130,9 +164,39 @@ func (wk *worker) distIDs(a, b uint32) (float32, bool, error) {
 	return wk.dist(va, vb), true, nil
 }
 
+// distTo is the distance from qv (the value last given to prepareQuery) to item id: exact for
+// an item of this build, from its codes for one of the last commit. ok is false if id has no
+// vector.
+func (wk *worker) distTo(qv []byte, id uint32) (float32, bool, error) {
+	b := wk.b
+	if b.vecs.inRange(id) {
+		if p := b.vecs.get(id); p != nil {
+			if p == &absentVector {
+				return 0, false, nil
+			}
+			return wk.dist(qv, refBytes(p, b.valueLen)), true, nil
+		}
+	}
+	slot := b.codes.slot(id)
+	if slot < 0 {
+		return 0, false, nil
+	}
+	return b.codes.dist(&wk.cq, slot), true, nil
+}
+
+// prepareQuery readies the codes for distances to qv (with codes only).
+func (wk *worker) prepareQuery(qv []byte) {
+	m := wk.b.metric
+	wk.floats = m.decodeVector(wk.floats[:0], qv[1+m.headerSize():], wk.b.w.dims)
+	wk.b.codes.prepare(&wk.cq, wk.floats)
+}
+
 // searchLayer is HNSW's beam search on one layer from eps, returning up to ef closest items
 // ascending. self is never returned.
 func (wk *worker) searchLayer(qv []byte, self uint32, eps []scored, layer, ef int) ([]scored, error) {
+	if wk.b.codes != nil {
+		wk.prepareQuery(qv)
+	}
 	wk.visited.reset()
 	wk.cand = wk.cand[:0]
 	wk.res = wk.res[:0]
@@ -167,6 +231,18 @@ func (wk *worker) searchLayer(qv []byte, self uint32, eps []scored, layer, ef in
 		wk.pend = wk.pend[:0]
 		for _, id := range wk.ids {
 			if !wk.visited.insert(id) {
+				continue
+			}
+			if wk.b.codes != nil {
+				// Straight from the codes to the query: no value rebuilt.
+				d, ok, err := wk.distTo(qv, id)
+				if err != nil {
+					return nil, err
+				}
+				if s := (scored{d, id}); ok && (len(wk.res) < ef || before(s, wk.res.top())) {
+					wk.cand.push(s)
+					offer(s)
+				}
 				continue
 			}
 			v, err := wk.vector(id)

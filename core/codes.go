@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+
+	"github.com/RoaringBitmap/roaring/v2"
 )
 
 // codes is the compressed copy of an index that a reader walks the graph with when the file
@@ -69,41 +71,61 @@ func (c *codes) slot(id uint32) int32 {
 // codeSamples is how many item vectors, spread over the index, set the quantization ranges.
 const codeSamples = 4096
 
-// buildCodes scans every item value of r's index in txn and quantizes it; used is the used
-// size of the data file.
-func buildCodes(txn Txn, r *Reader, used, budget int64) (*codes, error) {
-	items := r.meta.Items
+// codeSource is the index codes are made from: items of db's index (of metric and dims) as a
+// transaction sees them.
+type codeSource struct {
+	db     *Database
+	index  uint16
+	metric Metric
+	dims   int
+	items  *roaring.Bitmap
+	used   int64 // the used size of the data file
+	// refs keeps where each value lies in the memory map (a reader's codes; a build's need not).
+	refs bool
+}
+
+func (src *codeSource) valueLen() int { return src.metric.valueLen(src.dims) }
+
+// buildCodes scans every item value of the source's index in txn and quantizes it, asking the
+// kernel to read ahead by at most a sixteenth of budget.
+func buildCodes(txn Txn, src codeSource, budget int64) (*codes, error) {
+	items := src.items
 	n := items.GetCardinality()
 	maxID := uint32(0)
 	if n > 0 {
 		maxID = items.Maximum()
 	}
-	c := &codes{metric: r.metric, dims: r.dims, lo: make([]float32, r.dims), step: make([]float32, r.dims)}
-	if err := c.setRanges(txn, r, n); err != nil {
+	c := &codes{metric: src.metric, dims: src.dims, lo: make([]float32, src.dims), step: make([]float32, src.dims)}
+	if err := c.setRanges(txn, &src, n); err != nil {
 		return nil, err
 	}
-	c.data = make([]uint8, 0, n*uint64(r.dims))
+	c.data = make([]uint8, 0, n*uint64(src.dims))
 	c.aux = make([]float32, 0, n)
-	c.refs = make([]*byte, 0, n)
+	if src.refs {
+		c.refs = make([]*byte, 0, n)
+	}
 	if denseIDs(maxID, n) {
 		c.dense = make([]int32, uint64(maxID)+1)
 	} else {
 		c.sparse = make(map[uint32]int32, n)
 	}
-	ra := newReadAhead(filepath.Join(r.db.env.path, "data.mdb"), used, budget)
-	vec := make([]float32, 0, r.dims)
-	err := scanPrefix(txn, r.db, ModePrefix(r.index, ModeItem), func(k Key, v []byte) (bool, error) {
+	ra := newReadAhead(filepath.Join(src.db.env.path, "data.mdb"), src.used, budget)
+	vec := make([]float32, 0, src.dims)
+	valueLen := src.valueLen()
+	err := scanPrefix(txn, src.db, ModePrefix(src.index, ModeItem), func(k Key, v []byte) (bool, error) {
 		if !items.Contains(k.Item) {
 			return true, nil
 		}
-		if len(v) != r.valueLen || v[0] != TagItem {
-			return false, fmt.Errorf("item %d of index %d: %w", k.Item, r.index, corruptf("value of %d bytes with tag %d", len(v), v[0]))
+		if len(v) != valueLen || v[0] != TagItem {
+			return false, fmt.Errorf("item %d of index %d: %w", k.Item, src.index, corruptf("value of %d bytes with tag %d", len(v), v[0]))
 		}
 		ra.at(v)
-		vec = r.metric.decodeVector(vec[:0], v[1+r.metric.headerSize():], r.dims)
-		slot := int32(len(c.refs))
+		vec = src.metric.decodeVector(vec[:0], v[1+src.metric.headerSize():], src.dims)
+		slot := int32(len(c.aux))
 		c.aux = append(c.aux, c.encode(vec, v))
-		c.refs = append(c.refs, &v[0])
+		if src.refs {
+			c.refs = append(c.refs, &v[0])
+		}
 		if c.dense != nil {
 			c.dense[k.Item] = slot + 1
 		} else {
@@ -128,25 +150,25 @@ func cosineScale(value []byte) float32 {
 
 // setRanges sets each dimension's range from up to codeSamples items spread over the index,
 // widened by a tenth on each side; values outside it saturate.
-func (c *codes) setRanges(txn Txn, r *Reader, n uint64) error {
+func (c *codes) setRanges(txn Txn, src *codeSource, n uint64) error {
 	for d := range c.lo {
 		c.lo[d], c.step[d] = float32(math.Inf(1)), float32(math.Inf(-1)) // min, max for now
 	}
 	samples := min(n, codeSamples)
-	vec := make([]float32, 0, r.dims)
+	vec := make([]float32, 0, src.dims)
 	for i := uint64(0); i < samples; i++ {
-		id, err := r.meta.Items.Select(uint32(i * n / samples))
+		id, err := src.items.Select(uint32(i * n / samples))
 		if err != nil {
 			return fmt.Errorf("sample item %d: %w", i, err)
 		}
-		v, err := r.vector(txn, id)
+		v, ok, err := get(txn, src.db, ItemKey(src.index, id))
 		if err != nil {
 			return err
 		}
-		if v == nil {
-			continue
+		if !ok || len(v) != src.valueLen() {
+			continue // the scan reports damage
 		}
-		vec = r.metric.decodeVector(vec[:0], v[1+r.metric.headerSize():], r.dims)
+		vec = src.metric.decodeVector(vec[:0], v[1+src.metric.headerSize():], src.dims)
 		scale := float32(1)
 		if c.metric == Cosine {
 			scale = cosineScale(v)
@@ -301,17 +323,17 @@ const linkSample = 1000
 
 // loadLinks reads the layer-0 links of the index's items, in key order (the order of slots),
 // into memory while they fit in budget bytes; the rest are read from the file when needed.
-func (c *codes) loadLinks(txn Txn, r *Reader, used, budget int64) error {
-	n := len(c.refs)
+func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
+	n := len(c.aux)
 	offBytes := 8 * int64(n+1)
 	if n == 0 || budget < offBytes+4*int64(n) {
 		return nil
 	}
 	c.linkOff = make([]uint64, 1, n+1)
-	ra := newReadAhead(filepath.Join(r.db.env.path, "data.mdb"), used, budget)
+	ra := newReadAhead(filepath.Join(src.db.env.path, "data.mdb"), src.used, budget)
 	var next int32   // the next slot to fill
 	var one []uint32 // one item's links
-	err := scanPrefix(txn, r.db, ModePrefix(r.index, ModeLinks), func(k Key, v []byte) (bool, error) {
+	err := scanPrefix(txn, src.db, ModePrefix(src.index, ModeLinks), func(k Key, v []byte) (bool, error) {
 		if k.Layer != 0 {
 			return true, nil
 		}
@@ -322,7 +344,7 @@ func (c *codes) loadLinks(txn Txn, r *Reader, used, budget int64) error {
 		ra.at(v)
 		var err error
 		if one, err = DecodeLinksValue(v, one[:0]); err != nil {
-			return false, fmt.Errorf("links of item %d on layer 0 of index %d: %w", k.Item, r.index, corruptf("%v", err))
+			return false, fmt.Errorf("links of item %d on layer 0 of index %d: %w", k.Item, src.index, corruptf("%v", err))
 		}
 		if need := len(c.linkIDs) + len(one); need > cap(c.linkIDs) {
 			// Grow: to the expected total once linkSample items were seen, else doubling;
@@ -353,6 +375,17 @@ func (c *codes) loadLinks(txn Txn, r *Reader, used, budget int64) error {
 	}
 	c.linksLoaded = next
 	return nil
+}
+
+// reconstruct appends to dst the item value (tag, header, vector) of the vector the codes of
+// slot stand for (for cosine: the normalized vector); vec is scratch space.
+func (c *codes) reconstruct(dst []byte, slot int32, vec []float32) ([]byte, []float32) {
+	code := c.data[int(slot)*c.dims : int(slot+1)*c.dims]
+	vec = vec[:0]
+	for d, q := range code {
+		vec = append(vec, c.lo[d]+float32(q)*c.step[d])
+	}
+	return c.metric.appendValue(dst, vec), vec
 }
 
 // links appends the preloaded layer-0 links of slot s to dst; ok is false if they were not

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"math/rand/v2"
 	"testing"
 
@@ -203,7 +204,8 @@ func TestCompressedLinksPartlyInMemory(t *testing.T) {
 	// Preload again with room for about a third of the lists.
 	part.codes.linkOff, part.codes.linkIDs, part.codes.linksLoaded = nil, nil, 0
 	budget := int64(8*2001) + int64(len(full.codes.linkIDs))*4/3
-	if err := part.codes.loadLinks(txn, part, 1<<30, budget); err != nil {
+	src := codeSource{db: db, metric: Euclidean, dims: 16, items: part.meta.Items, used: 1 << 30}
+	if err := part.codes.loadLinks(txn, src, budget); err != nil {
 		t.Fatal(err)
 	}
 	if n := part.codes.linksLoaded; n == 0 || n >= 2000 {
@@ -244,4 +246,68 @@ func slicesEqual(a, b []uint32) bool {
 		}
 	}
 	return true
+}
+
+// TestBuildWithCodes builds in chunks, the later ones reading the committed items through
+// codes (as a build under a memory limit does), with deletions and overwrites, and checks the
+// graph and its recall against a build with exact vectors.
+func TestBuildWithCodes(t *testing.T) {
+	for _, metric := range []Metric{Euclidean, Cosine, Manhattan} {
+		t.Run(metric.Name(), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(11, uint64(metric)))
+			vecs := clustered(rng, 3000, 32)
+			queries := make([][]float32, 0, 100)
+			for _, v := range clustered(rng, 100, 32) {
+				queries = append(queries, v)
+			}
+			recall := map[ReadMode]float64{}
+			for _, mode := range []ReadMode{ReadMemory, ReadCompressed} {
+				env, db := testDB(t)
+				progress := &Progress{}
+				opts := BuildOptions{M: 12, EfConstruction: 64, Seed: 4, ReadMode: mode, Progress: progress}
+				chunk := func(lo, hi uint32) map[uint32][]float32 {
+					m := map[uint32][]float32{}
+					for id := lo; id < hi; id++ {
+						m[id] = vecs[id]
+					}
+					return m
+				}
+				buildItems(t, env, db, 0, metric, 32, chunk(0, 1000), opts)
+				buildItems(t, env, db, 0, metric, 32, chunk(1000, 2000), opts)
+				buildItems(t, env, db, 0, metric, 32, chunk(2000, 3000), opts)
+				// Delete 100 items and overwrite 100 others in one more build.
+				update(t, env, func(txn *WriteTxn) error {
+					w, err := NewWriter(txn, db, 0, 32, metric)
+					if err != nil {
+						return err
+					}
+					for id := uint32(0); id < 3000; id += 30 {
+						if _, err := w.DelItem(txn, id); err != nil {
+							return err
+						}
+						if err := w.AddItem(txn, id+1, vecs[id+1]); err != nil {
+							return err
+						}
+					}
+					return w.Build(context.Background(), txn, opts)
+				})
+				if progress.Compressed() != (mode == ReadCompressed) {
+					t.Fatalf("mode %v: the build read through codes: %v", mode, progress.Compressed())
+				}
+				checkGraph(t, env, db, 0, opts)
+				r, txn := openReader(t, env, db, 0, metric)
+				live := map[uint32][]float32{}
+				for id, v := range vecs {
+					if id%30 != 0 {
+						live[id] = v
+					}
+				}
+				recall[mode] = recallAt(t, r, txn, metric, live, queries, 10, 64)
+			}
+			t.Logf("recall@10 at ef 64: exact build %.4f, build with codes %.4f", recall[ReadMemory], recall[ReadCompressed])
+			if recall[ReadCompressed] < recall[ReadMemory]-0.03 {
+				t.Fatalf("a build with codes lost recall: %v", recall)
+			}
+		})
+	}
 }

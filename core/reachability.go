@@ -172,7 +172,7 @@ func (b *builder) ensureReachable() error {
 			if v == nil {
 				continue
 			}
-			seeds, _, err := wk.descend(v, z, 0)
+			seeds, _, err := wk.descend(wk.stable(v), z, 0)
 			if err != nil {
 				return err
 			}

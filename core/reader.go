@@ -163,13 +163,14 @@ func OpenSnapshotReaderWith(snap *Snapshot, db *Database, index uint16, metric M
 		env.warm(plan.FileBytes)
 		r.vecs = newTable[vectorRef](maxID, n)
 	case ReadCompressed:
-		if r.codes, err = buildCodes(txn, r, plan.FileBytes, plan.Budget); err != nil {
+		src := codeSource{db: db, index: index, metric: metric, dims: r.dims, items: r.meta.Items, used: plan.FileBytes, refs: true}
+		if r.codes, err = buildCodes(txn, src, plan.Budget); err != nil {
 			return nil, err
 		}
 		// Layer-0 links are the next thing worth holding: each hop of a walk reads one list.
 		// A quarter of the budget is left to the file's pages (B-tree branches, re-ranking)
 		// and the runtime's own overhead.
-		if err := r.codes.loadLinks(txn, r, plan.FileBytes, plan.Budget-r.codes.bytes()-plan.Budget/4); err != nil {
+		if err := r.codes.loadLinks(txn, src, plan.Budget-r.codes.bytes()-plan.Budget/4); err != nil {
 			return nil, err
 		}
 		plan.CodesBytes = r.codes.bytes()

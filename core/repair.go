@@ -204,6 +204,7 @@ func (wk *worker) reconnect(id uint32, layer int, seeds []scored) error {
 	if err != nil || v == nil {
 		return err
 	}
+	v = wk.stable(v) // held through a layer search
 	if seeds == nil {
 		if wk.ids, err = wk.neighbours(id, layer, wk.ids[:0]); err != nil {
 			return err

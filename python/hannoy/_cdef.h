@@ -15,7 +15,7 @@ int hannoy_verify(const char *path, char **json, char **err);
 
 /* Databases */
 int hannoy_db_open(const char *path, int32_t metric, const char *name, uint64_t env_size,
-                   int32_t flags, uint64_t *db, char **err);
+                   int32_t flags, int64_t budget, uint64_t *db, char **err);
 int hannoy_db_close(uint64_t db, char **err);
 int hannoy_db_info(uint64_t db, char **json, char **err);
 

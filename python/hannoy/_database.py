@@ -60,12 +60,13 @@ class Database:
         ``lock.mdb``) can be searched. :meth:`writer` then raises. A path open read-only in
         this process cannot also be opened for writing until every ``Database`` on it is closed.
     memory_budget : int, optional
-        The memory in bytes that readers of this database plan to use (the default for
-        :meth:`reader`). ``None``: the environment variable ``HANNOY_MEMORY_BUDGET`` (bytes, or
-        with a K/M/G/T suffix) if set, else 80% of what the process may use when a reader opens
-        (``MemAvailable``, and the limits of its memory cgroups, v1 or v2). A file that fits is
-        read ahead; one that does not is searched with compressed codes held in memory (see
-        :class:`Reader`).
+        The memory in bytes that readers and builds of this database plan to use (the default
+        for :meth:`reader`). ``None``: the environment variable ``HANNOY_MEMORY_BUDGET`` (bytes,
+        or with a K/M/G/T suffix) if set, else 80% of what the process may use when a reader
+        opens or a build starts (``MemAvailable``, and the limits of its memory cgroups, v1 or
+        v2). A file that fits is read ahead; one that does not is searched with compressed
+        codes held in memory (see :class:`Reader`), and a build then reads the items already in
+        the index through such codes too, so that inserting does not read vectors at random.
 
     Raises
     ------
@@ -129,7 +130,7 @@ class Database:
         c_name = ffi.NULL if name is None else name.encode("utf-8")
         rc = lib.hannoy_db_open(
             os.fsencode(self._path), int(self._metric), c_name, self._env_size or 0,
-            _READ_ONLY if read_only else 0, out, err,
+            _READ_ONLY if read_only else 0, self._memory_budget or 0, out, err,
         )  # fmt: skip
         _ffi.check(rc, err)
         self._h = SharedHandle("database", int(out[0]), "hannoy_db_close")

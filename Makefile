@@ -10,7 +10,7 @@ FUZZVERIFYTIME ?= 10000x
 FUZZ_TARGETS := FuzzDecodeKey FuzzDecodeItemValue FuzzDecodeLinksValue FuzzDecodeRoaring \
                 FuzzDecodeMetadata FuzzDecodeVersion FuzzDecodeUpdateStatus
 
-.PHONY: demo test test-go test-python fuzz lint lib install venv bench bench-quick clean
+.PHONY: demo test test-go test-python fuzz lint lib install venv bench bench-quick bench-ltr clean
 
 ## demo: build, install, and run the demo on real data (recall@10 and queries per second)
 demo: install
@@ -57,6 +57,12 @@ bench:
 
 bench-quick:
 	bash bench/run.sh --quick
+
+## bench-ltr: larger-than-RAM benchmark, ours vs upstream under a memory cgroup (root; hours;
+## see bench/README.md). Options go in LTR_ARGS, e.g. make bench-ltr LTR_ARGS=--quick
+LTR_ARGS ?=
+bench-ltr:
+	bash bench/run.sh --ltr $(LTR_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info $(VENV)

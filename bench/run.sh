@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Set up the benchmark's environment, then run it: `bash bench/run.sh [bench.py options]`.
+# `bash bench/run.sh --ltr [ltr.py options]` runs the larger-than-RAM benchmark (bench/ltr.py,
+# needs root) after the same set-up (`make bench-ltr`).
 #
 #  1. bench/.venv (created with $PYTHON, default python3) gets bench/requirements.txt — only the
 #     lines tagged "quick" with --quick. Each line is installed once (remembered in the venv); a
@@ -7,7 +9,7 @@
 #  2. This repository's hannoy: `pip install <repo root>` into the venv, again whenever its
 #     sources change (needs Go; see the top-level README).
 #  3. Upstream hannoy 0.1.3 into its own directory, bench/.cache/upstream (both import as hannoy).
-#  4. python bench/bench.py "$@".
+#  4. python bench/bench.py "$@" (with --ltr: python bench/ltr.py and the other arguments).
 set -uo pipefail
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,7 +21,15 @@ UPSTREAM="$CACHE/upstream"
 UPSTREAM_VERSION="0.1.3"
 
 quick=0
-for arg in "$@"; do [ "$arg" = "--quick" ] && quick=1; done
+ltr=0
+args=()
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick=1; args+=("$arg") ;;
+        --ltr) ltr=1 ;;
+        *) args+=("$arg") ;;
+    esac
+done
 say() { printf 'bench/run.sh: %s\n' "$*" >&2; }
 mkdir -p "$CACHE"
 
@@ -88,4 +98,7 @@ if [ ! -d "$UPSTREAM/hannoy-$UPSTREAM_VERSION.dist-info" ]; then
 fi
 
 # 4. the benchmark
-exec "$PY" "$BENCH/bench.py" "$@"
+if [ "$ltr" = 1 ]; then
+    exec "$PY" "$BENCH/ltr.py" ${args[@]+"${args[@]}"}
+fi
+exec "$PY" "$BENCH/bench.py" ${args[@]+"${args[@]}"}

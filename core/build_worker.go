@@ -28,6 +28,7 @@ type worker struct {
 	floats   []float32
 	held     []byte
 	cq       codeQuery
+	loadBuf  []uint32
 }
 
 // ringSlots is how many values rebuilt from codes a worker keeps valid at once: more than any

@@ -21,10 +21,14 @@ func (wk *worker) loadLayer(id uint32, n *node, layer int) (*layerLinks, error) 
 	if n.fresh {
 		return ll, nil
 	}
-	ids, err := wk.diskLinks(id, layer, nil)
+	ids, err := wk.diskLinks(id, layer, wk.loadBuf[:0])
 	if err != nil {
 		return nil, err
 	}
+	wk.loadBuf = ids
+	// Room for the list to grow to its limit and no more (addLink re-prunes a full list): a
+	// build holds many of these, one per existing item that gains a link.
+	ll.links = make([]scored, 0, max(len(ids), wk.b.limit(layer)))
 	nan := float32(math.NaN())
 	for _, x := range ids {
 		if x == id {

@@ -48,12 +48,16 @@ const (
 	statusClosed          = 12
 	statusReadersFull     = 13
 	statusPanic           = 14
+	statusDiskFull        = 15
 )
 
 // statusOf classifies an error for the caller.
 func statusOf(err error) C.int {
 	var errno syscall.Errno
 	var pathErr *os.PathError
+	if errors.Is(err, core.ErrDiskFull) {
+		return statusDiskFull
+	}
 	var opErr *lmdb.OpError
 	if errors.As(err, &opErr) {
 		switch opErr.Errno {
@@ -462,7 +466,14 @@ func hannoy_writer_build(h C.uint64_t, errOut **C.char) C.int {
 			// lowers the build's peak memory (about 10 MiB on 60,000 784-d vectors) at no
 			// measurable cost in time.
 			defer debug.SetGCPercent(debug.SetGCPercent(50))
-			return wh.fatal(wh.w.Build(ctx, wh.txn, wh.opts))
+			err := wh.fatal(wh.w.Build(ctx, wh.txn, wh.opts))
+			if wh.opts.Progress.Compressed() {
+				// A build under a memory budget: hand its graph and codes back to the system
+				// now rather than when the scavenger gets to it (the commit and the readers
+				// that follow want that memory).
+				debug.FreeOSMemory()
+			}
+			return err
 		})
 	})
 }

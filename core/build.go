@@ -118,7 +118,7 @@ type Progress struct {
 
 // Compressed reports whether the build read the index's committed items through codes (see
 // BuildOptions.ReadMode); it is set once the build has decided.
-func (p *Progress) Compressed() bool { return p.codes.Load() }
+func (p *Progress) Compressed() bool { return p != nil && p.codes.Load() }
 
 // Get returns the current phase and how many of its steps are done.
 func (p *Progress) Get() (phase Phase, done, total uint64) {
@@ -224,6 +224,9 @@ func (b *builder) cancelled() error {
 
 func (b *builder) run() error {
 	p := b.opts.Progress
+	if p != nil {
+		p.codes.Store(false)
+	}
 	p.set(PhaseRetrievingUpdates, 0)
 	if err := b.collectUpdates(); err != nil {
 		return err

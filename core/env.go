@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"syscall"
 
 	"github.com/PowerDNS/lmdb-go/lmdb"
 )
@@ -168,6 +169,29 @@ func (e *Env) warm(used int64) {
 	advise(start+from, to-from, adviceNormal)
 	e.warmed = int64(to)
 	go willNeed(start+from, to-from)
+}
+
+// diskFullSlack is the free space under which a failed write is taken for a full disk.
+const diskFullSlack = 16 << 20
+
+// diskFull reports whether err, from a write of LMDB, is the file system running out of space:
+// ENOSPC, or the EIO LMDB reports for a short write when the file system has (almost) no space
+// left. free is the space then available to this process.
+func (e *Env) diskFull(err error) (free int64, full bool) {
+	var opErr *lmdb.OpError
+	if !errors.As(err, &opErr) {
+		return 0, false
+	}
+	errno, ok := opErr.Errno.(syscall.Errno)
+	if !ok || (errno != syscall.ENOSPC && errno != syscall.EIO && errno != syscall.EDQUOT) {
+		return 0, false
+	}
+	var st syscall.Statfs_t
+	if syscall.Statfs(e.path, &st) != nil {
+		return 0, errno == syscall.ENOSPC
+	}
+	free = int64(st.Bavail) * int64(st.Bsize)
+	return free, errno != syscall.EIO || free < diskFullSlack
 }
 
 // LMDB returns the underlying lmdb-go environment, for advanced uses.

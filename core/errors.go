@@ -27,6 +27,9 @@ var (
 	ErrNotDatabase = errors.New("not an LMDB database")
 	// ErrClosed reports the use of a closed environment, snapshot or reader.
 	ErrClosed = errors.New("closed")
+	// ErrDiskFull reports a commit that could not write its pages: the file system is full.
+	// The transaction is aborted; the last commit is intact.
+	ErrDiskFull = errors.New("the disk is full")
 )
 
 // DimensionError is returned when a vector has the wrong number of dimensions.

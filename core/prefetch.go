@@ -1,31 +1,25 @@
 package core
 
-import (
-	"os"
-	"syscall"
-	"unsafe"
-)
+import "unsafe"
 
 // prefetch asks the kernel to read ahead (madvise WILLNEED) the pages a search touches first:
 // the upper layers from the entry points down, then layer 0 breadth-first from the items found
 // there, vectors and links, until budget bytes have been advised. It is a hint: errors stop it
 // silently and never fail the open.
 func (r *Reader) prefetch(txn Txn, budget int64) {
-	page := int64(os.Getpagesize())
 	advise := func(v []byte) bool {
 		if len(v) == 0 {
 			return true
 		}
 		start := uintptr(unsafe.Pointer(unsafe.SliceData(v)))
-		aligned := start &^ uintptr(page-1)
-		length := int64(start-aligned) + int64(len(v))
-		length = (length + page - 1) / page * page
+		aligned := start &^ (pageSize - 1)
+		length := int64((start - aligned + uintptr(len(v)) + pageSize - 1) &^ (pageSize - 1))
 		if length > budget {
 			return false
 		}
 		budget -= length
-		_, _, errno := syscall.Syscall(syscall.SYS_MADVISE, aligned, uintptr(length), 3 /* MADV_WILLNEED */)
-		return errno == 0
+		adviseBytes(v, adviceWillNeed)
+		return true
 	}
 	seen := newVisitedSet(1024)
 	frontier := append([]uint32(nil), r.meta.EntryPoints...)

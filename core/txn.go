@@ -46,9 +46,13 @@ type indexKey struct {
 
 func (t *WriteTxn) lmdbTxn() *lmdb.Txn { return t.txn }
 
-// Commit commits the transaction.
+// Commit commits the transaction. A commit refused for lack of disk space wraps ErrDiskFull.
 func (t *WriteTxn) Commit() error {
 	if err := t.txn.Commit(); err != nil {
+		if free, full := t.env.diskFull(err); full {
+			return fmt.Errorf("commit: %w: %d bytes are free on the file system of %s; this transaction "+
+				"was aborted and the last commit is intact: free some space and write again (%v)", ErrDiskFull, free, t.env.path, err)
+		}
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil

@@ -32,6 +32,7 @@ from ._errors import (  # noqa: F401  (exported, not in __all__)
     ClosedError,
     CorruptDatabaseError,
     DimensionError,
+    DiskFullError,
     ForkedProcessError,
     HannoyError,
     HannoyIOError,

@@ -34,6 +34,7 @@ __all__ = [
     "HannoyIOError",
     "LibraryNotFoundError",
     "MapFullError",
+    "DiskFullError",
     "MissingMetadataError",
     "NeedBuildError",
     "MetricMismatchError",
@@ -101,6 +102,14 @@ class HannoyIOError(HannoyError, OSError):
     an LMDB database. An :class:`OSError` (upstream: ``IOError``) and a :class:`HannoyError`."""
 
     status: Optional[int] = 2
+
+
+class DiskFullError(HannoyIOError):
+    """A commit found the file system full (status 15, ``HANNOY_E_DISK_FULL``): the write
+    transaction was aborted and the last commit is intact; free space and write again. An
+    :class:`OSError` like every :class:`HannoyIOError`."""
+
+    status = 15
 
 
 class LibraryNotFoundError(HannoyIOError):
@@ -212,6 +221,7 @@ STATUS: Dict[int, Type[HannoyError]] = {
     12: ClosedError,
     13: ReadersFullError,
     14: InternalError,
+    15: DiskFullError,
 }
 
 STATUS_NAMES: Dict[int, str] = {
@@ -230,6 +240,7 @@ STATUS_NAMES: Dict[int, str] = {
     12: "HANNOY_E_CLOSED",
     13: "HANNOY_E_READERS_FULL",
     14: "HANNOY_E_PANIC",
+    15: "HANNOY_E_DISK_FULL",
 }
 
 

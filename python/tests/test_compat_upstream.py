@@ -856,3 +856,46 @@ def test_bq_cosine_exact_match_ranking(upstream: Upstream, tmp_path: Path,
             % (up_ids[j, :3], up_d[j, :3]))
         # upstream's exact matches, when it returns them at all, come last
         assert not neg.any() or neg[np.argmax(neg):].all(), (up_ids[j], up_d[j])
+
+
+# -- compressed readers and commits from upstream ---------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["EUCLIDEAN", "COSINE"])
+def test_compressed_readers_follow_upstream_commits(
+    upstream: Upstream, tmp_path: Path, metric: str
+) -> None:
+    """A reader in compressed mode (codes in memory, as for an index larger than memory) on
+    our build; then upstream adds and overwrites items and rebuilds in the same file; a
+    compressed reader opened after that sees upstream's commit, never codes of the old one.
+    (The two cannot have the file open at the same moment: upstream's LMDB and ours use lock
+    files of different versions, MDB_VERSION_MISMATCH; each side opens it in turn.)"""
+    rng = np.random.default_rng(8)
+    base = rng.normal(size=(2000, 32)).astype(np.float32)
+    path = tmp_path / "db"
+    ours_build(path, metric, [Step(index=0, dims=32, m=16, ef=96, ids=np.arange(2000), vectors=base)])
+    new_ids = np.concatenate([np.arange(2000, 2200), np.arange(0, 50)])
+    new_vecs = rng.normal(size=(250, 32)).astype(np.float32) + 5.0
+    np.save(tmp_path / "ids.npy", new_ids)
+    np.save(tmp_path / "vectors.npy", new_vecs)
+    with hannoy.Database(path, getattr(Metric, metric)) as db:
+        with db.reader(read_mode="compressed") as before:
+            assert before.stats()["read_mode"] == "compressed" and len(before) == 2000
+            for item in (3, 40, 1999):
+                got = before.by_vec(base[item], n=1, ef_search=100)
+                assert got[0][0] == item and got[0][1] < 1e-5, (item, got)
+    run = upstream.run(tmp_path / "up", {"path": str(path), "metric": metric, "ops": [
+        {"op": "write", "index": 0, "dims": 32, "m": 16, "ef": 96,
+         "ids": str(tmp_path / "ids.npy"), "vectors": str(tmp_path / "vectors.npy")}]})
+    run.ok(0)
+    with hannoy.Database(path, getattr(Metric, metric)) as db:
+        with db.reader(read_mode="compressed") as after:
+            assert after.stats()["read_mode"] == "compressed" and len(after) == 2200
+            for row in (0, 120, 199, 210, 249):  # new items and overwritten ones
+                item = int(new_ids[row])
+                got = after.by_vec(new_vecs[row], n=1, ef_search=100)
+                assert got[0][0] == item and got[0][1] < 1e-5, (row, got)
+                np.testing.assert_array_equal(after.item_vector(item), new_vecs[row])
+            for item in (60, 1999):  # untouched items
+                got = after.by_vec(base[item], n=1, ef_search=100)
+                assert got[0][0] == item and got[0][1] < 1e-5, (item, got)

@@ -30,7 +30,6 @@ Results: <out>/larger-than-ram.json (everything raw, rewritten after every step)
 import argparse
 import array
 import bisect
-import datetime
 import json
 import os
 import platform
@@ -47,6 +46,7 @@ ROOT = os.path.dirname(HERE)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+import bench  # noqa: E402
 import cgroup  # noqa: E402
 import datasets  # noqa: E402
 
@@ -270,42 +270,22 @@ def recall_of(ids_file, ds, gt_dist, k):
 
 
 def machine_info():
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    mem = None
-    try:
-        with open("/proc/meminfo") as f:
-            mem = int(f.readline().split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-
-    def git(*args):
-        r = subprocess.run(["git", "-C", ROOT] + list(args), capture_output=True, text=True)
-        return r.stdout.strip() if r.returncode == 0 else None
-
-    changed = git("status", "--porcelain", "--", "core", "capi", "python/hannoy")
+    """bench.py's machine facts, plus the kernel, the cgroup version and whether the engine's
+    files differ from the commit."""
+    info = bench.machine_info()
+    r = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "core", "capi", "python/hannoy"],
+                       capture_output=True, text=True)
+    changed = r.stdout.strip() if r.returncode == 0 else ""
     try:
         cg_version, _ = cgroup.detect()
     except cgroup.CgroupError:
         cg_version = None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_bytes": mem,
+    info.update({
         "kernel": platform.release(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
         "cgroup_version": cg_version,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "loadavg_start": os.getloadavg(),
-        "repo_commit": git("rev-parse", "--short", "HEAD"),
         "engine_files_changed": len(changed.splitlines()) if changed else 0,
-    }
+    })
+    return info
 
 
 # --- children ---------------------------------------------------------------------------------------

@@ -117,3 +117,71 @@ func ExampleVerify() {
 	fmt.Println(report.Databases[0].Name == "", report.Databases[0].Entries)
 	// Output: true 23
 }
+
+// A snapshot reader chooses how to read the file from a memory budget: here one far smaller
+// than the file, so it walks the graph with 8-bit codes held in memory and re-ranks the best
+// candidates with their exact vectors (results carry exact distances).
+func ExampleOpenSnapshotReaderWith() {
+	dir, err := os.MkdirTemp("", "hannoy-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	env, err := core.OpenEnv(dir, core.Options{MapSize: 1 << 30})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer env.Close()
+	db, err := env.OpenDatabase("", true)
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = env.Update(func(txn *core.WriteTxn) error {
+		w, err := core.NewWriter(txn, db, 0, 8, core.Euclidean)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < 1000; i++ {
+			v := make([]float32, 8)
+			for d := range v {
+				v[d] = float32(i%(d+11)) + float32(i)/1000
+			}
+			if err := w.AddItem(txn, uint32(i), v); err != nil {
+				return err
+			}
+		}
+		return w.Build(context.Background(), txn, core.BuildOptions{})
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	snap, err := env.OpenSnapshot(2)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer snap.Close()
+	r, err := core.OpenSnapshotReaderWith(snap, db, 0, core.Euclidean, core.ReaderOptions{MemoryBudget: 64 << 10})
+	if err != nil {
+		log.Fatal(err)
+	}
+	plan := r.Plan()
+	fmt.Println("mode:", plan.Mode, "- the file is larger than the budget:", plan.FileBytes > plan.Budget)
+	txn, err := snap.Acquire()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer snap.Release(txn)
+	q, _, err := r.ItemVector(txn, 500)
+	if err != nil {
+		log.Fatal(err)
+	}
+	res, err := r.Search(txn, q, core.SearchOptions{Count: 1, Ef: 64})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("item %d at distance %.1f\n", res[0].ID, res[0].Distance)
+	// Output:
+	// mode: compressed - the file is larger than the budget: true
+	// item 500 at distance 0.0
+}

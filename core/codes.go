@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"github.com/RoaringBitmap/roaring/v2"
+
+	"github.com/hannoy-go/hannoy/core/internal/vecmath"
 )
 
 // codes is the compressed copy of an index that a reader walks the graph with when the file
@@ -296,21 +298,7 @@ func (c *codes) dist(cq *codeQuery, slot int32) float32 {
 }
 
 // weightedSum is Σ w_d code_d.
-func weightedSum(w []float32, code []uint8) float32 {
-	code = code[:len(w)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(w); i += 4 {
-		s0 += w[i] * float32(code[i])
-		s1 += w[i+1] * float32(code[i+1])
-		s2 += w[i+2] * float32(code[i+2])
-		s3 += w[i+3] * float32(code[i+3])
-	}
-	for ; i < len(w); i++ {
-		s0 += w[i] * float32(code[i])
-	}
-	return (s0 + s1) + (s2 + s3)
-}
+func weightedSum(w []float32, code []uint8) float32 { return vecmath.DotU8(w, code) }
 
 // bytes is the memory the codes and preloaded links hold.
 func (c *codes) bytes() int64 {

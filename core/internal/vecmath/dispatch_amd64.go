@@ -22,6 +22,11 @@ func squaredL2AVX2(a, b []byte) float32
 //go:noescape
 func l1AVX2(a, b []byte) float32
 
+// dotU8AVX2 is DotU8 with AVX2 and FMA.
+//
+//go:noescape
+func dotU8AVX2(w []float32, c []byte) float32
+
 // xorPopcountPOPCNT is XorPopcount with POPCNT.
 //
 //go:noescape
@@ -54,6 +59,7 @@ func simdKernels() []kernelSet {
 			dot:         dotAVX2,
 			squaredL2:   squaredL2AVX2,
 			l1:          l1AVX2,
+			dotU8:       dotU8AVX2,
 			xorPopcount: xor,
 			xorName:     xorName,
 		}}

@@ -83,6 +83,23 @@ func l1Generic(a, b []byte) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
+func dotU8Generic(w []float32, c []byte) float32 {
+	n := min(len(w), len(c))
+	w, c = w[:n], c[:n]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= n; i += 4 {
+		s0 += w[i] * float32(c[i])
+		s1 += w[i+1] * float32(c[i+1])
+		s2 += w[i+2] * float32(c[i+2])
+		s3 += w[i+3] * float32(c[i+3])
+	}
+	for ; i < n; i++ {
+		s0 += w[i] * float32(c[i])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
 func xorPopcountGeneric(a, b []byte) uint64 {
 	n := min(len(a), len(b))
 	a, b = a[:n], b[:n]

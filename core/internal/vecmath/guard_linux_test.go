@@ -61,6 +61,10 @@ func TestNoOutOfBoundsRead(t *testing.T) {
 					_ = k.squaredL2(a, b)
 					_ = k.l1(a, b)
 					_ = k.dot(b, a)
+					// Codes against the guard pages; the weights are ordinary memory.
+					w := make([]float32, len(b))
+					_ = k.dotU8(w, a)
+					_ = k.dotU8(append(w, 0, 0, 0), b)
 					if got, want := k.xorPopcount(a, b), refXorPopcount(a, b); got != want {
 						t.Errorf("%s XorPopcount n=%d skew=%d: got %d, want %d", k.name, n, skew, got, want)
 					}

@@ -304,3 +304,76 @@ pop_done:
 	ADDQ R10, R8
 	MOVQ R8, ret+48(FP)
 	RET
+
+// func dotU8AVX2(w []float32, c []byte) float32
+// Σ w[i]*float32(c[i]) over n = min(len(w), len(c)): bytes widened to int32 (VPMOVZXBD), then
+// to float, then the same four accumulators, reduction and scalar tail as dotAVX2.
+TEXT ·dotU8AVX2(SB), NOSPLIT, $0-52
+	MOVQ w_base+0(FP), SI
+	MOVQ w_len+8(FP), CX
+	MOVQ c_base+24(FP), DI
+	MOVQ c_len+32(FP), DX
+	CMPQ DX, CX
+	CMOVQLT DX, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+u8_loop32:
+	CMPQ CX, $32
+	JLT  u8_loop8
+	VPMOVZXBD (DI), Y4
+	VPMOVZXBD 8(DI), Y5
+	VPMOVZXBD 16(DI), Y6
+	VPMOVZXBD 24(DI), Y7
+	VCVTDQ2PS Y4, Y4
+	VCVTDQ2PS Y5, Y5
+	VCVTDQ2PS Y6, Y6
+	VCVTDQ2PS Y7, Y7
+	VFMADD231PS (SI), Y4, Y0
+	VFMADD231PS 32(SI), Y5, Y1
+	VFMADD231PS 64(SI), Y6, Y2
+	VFMADD231PS 96(SI), Y7, Y3
+	ADDQ $128, SI
+	ADDQ $32, DI
+	SUBQ $32, CX
+	JMP  u8_loop32
+
+u8_loop8:
+	CMPQ CX, $8
+	JLT  u8_reduce
+	VPMOVZXBD (DI), Y4
+	VCVTDQ2PS Y4, Y4
+	VFMADD231PS (SI), Y4, Y0
+	ADDQ $32, SI
+	ADDQ $8, DI
+	SUBQ $8, CX
+	JMP  u8_loop8
+
+u8_reduce:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VMOVHLPS X0, X0, X1
+	VADDPS X1, X0, X0
+	VMOVSHDUP X0, X1
+	VADDSS X1, X0, X0
+
+u8_tail:
+	TESTQ CX, CX
+	JZ    u8_done
+	MOVBLZX (DI), AX
+	VCVTSI2SSL AX, X1, X1
+	VFMADD231SS (SI), X1, X0
+	ADDQ $4, SI
+	INCQ DI
+	DECQ CX
+	JMP  u8_tail
+
+u8_done:
+	VZEROUPPER
+	MOVSS X0, ret+48(FP)
+	RET

@@ -49,6 +49,7 @@ var (
 	dotImpl         = dotGeneric
 	squaredL2Impl   = squaredL2Generic
 	l1Impl          = l1Generic
+	dotU8Impl       = dotU8Generic
 	xorPopcountImpl = xorPopcountGeneric
 	implName        = "generic"
 )
@@ -59,6 +60,7 @@ type kernelSet struct {
 	dot         func(a, b []byte) float32
 	squaredL2   func(a, b []byte) float32
 	l1          func(a, b []byte) float32
+	dotU8       func(w []float32, c []byte) float32
 	xorPopcount func(a, b []byte) uint64
 	xorName     string // "popcnt" or "generic": XorPopcount is chosen independently
 }
@@ -68,6 +70,7 @@ var genericKernels = kernelSet{
 	dot:         dotGeneric,
 	squaredL2:   squaredL2Generic,
 	l1:          l1Generic,
+	dotU8:       dotU8Generic,
 	xorPopcount: xorPopcountGeneric,
 	xorName:     "generic",
 }
@@ -77,6 +80,7 @@ func init() {
 	dotImpl = k.dot
 	squaredL2Impl = k.squaredL2
 	l1Impl = k.l1
+	dotU8Impl = k.dotU8
 	xorPopcountImpl = k.xorPopcount
 	implName = k.name
 }
@@ -95,6 +99,10 @@ func SquaredL2(a, b []byte) float32 { return squaredL2Impl(a, b) }
 //
 // It uses n = min(len(a), len(b)) bytes rounded down to a multiple of 4; empty input gives 0.
 func L1(a, b []byte) float32 { return l1Impl(a, b) }
+
+// DotU8 returns Σ w[i]*float32(c[i]) over n = min(len(w), len(c)): a query's weights against
+// 8-bit codes. Empty input gives 0.
+func DotU8(w []float32, c []byte) float32 { return dotU8Impl(w, c) }
 
 // XorPopcount returns the number of differing bits between a and b (binary vectors packed in
 // little-endian u64 words).

@@ -20,6 +20,7 @@ func impls() []kernelSet {
 		dot:         Dot,
 		squaredL2:   SquaredL2,
 		l1:          L1,
+		dotU8:       DotU8,
 		xorPopcount: XorPopcount,
 		xorName:     "exported",
 	}
@@ -456,6 +457,44 @@ func BenchmarkXorPopcount(b *testing.B) {
 					sinkU = fn(x, y)
 				}
 			})
+		}
+	}
+}
+
+// TestDotU8 checks the weights-by-codes kernel of every kernel set against a float64 sum, at
+// every length (the tails included) and for codes at any address; integer weights are exact.
+func TestDotU8(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, k := range impls() {
+		for _, n := range append(testLengths, 0, 1, 7, 8, 9, 31, 32, 33, 255, 256, 257, 784) {
+			w := randFloats(r, n)
+			raw := make([]byte, n+3)
+			fillRand(r, raw)
+			for _, off := range []int{0, 1, 3} {
+				c := raw[off : off+n]
+				var want, mag float64
+				for i := range w {
+					want += float64(w[i]) * float64(c[i])
+					mag += math.Abs(float64(w[i]) * float64(c[i]))
+				}
+				got := k.dotU8(w, c)
+				if d := math.Abs(float64(got) - want); d > 1e-5*mag+1e-6 {
+					t.Errorf("%s n=%d off=%d: %v, want %v", k.name, n, off, got, want)
+				}
+				// Shorter codes than weights: only the common length counts.
+				if n > 0 && k.dotU8(w, c[:n-1]) != k.dotU8(w[:n-1], c[:n-1]) {
+					t.Errorf("%s n=%d: the lengths differ and more than the common length was read", k.name, n)
+				}
+			}
+			iw := make([]float32, n)
+			exact := float32(0)
+			for i := range iw {
+				iw[i] = float32(i%5 - 2)
+				exact += iw[i] * float32(raw[i])
+			}
+			if got := k.dotU8(iw, raw[:n]); got != exact {
+				t.Errorf("%s n=%d integers: %v, want %v", k.name, n, got, exact)
+			}
 		}
 	}
 }

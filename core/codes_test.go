@@ -311,3 +311,47 @@ func TestBuildWithCodes(t *testing.T) {
 		})
 	}
 }
+
+// TestCodesWithSparseIDs uses ids spread up to 4e9 (codes then map ids to slots in a hash map)
+// in a compressed reader and a build with codes.
+func TestCodesWithSparseIDs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	dense := clustered(rng, 1500, 24)
+	vecs := map[uint32][]float32{}
+	for id, v := range dense {
+		vecs[id*2_500_000+7] = v
+	}
+	env, db := testDB(t)
+	opts := BuildOptions{Seed: 3, ReadMode: ReadCompressed, Progress: &Progress{}}
+	half := map[uint32][]float32{}
+	rest := map[uint32][]float32{}
+	for id, v := range vecs {
+		if (id/2_500_000)%2 == 0 {
+			half[id] = v
+		} else {
+			rest[id] = v
+		}
+	}
+	buildItems(t, env, db, 0, Euclidean, 24, half, opts)
+	buildItems(t, env, db, 0, Euclidean, 24, rest, opts)
+	if !opts.Progress.Compressed() {
+		t.Fatal("the second build did not read through codes")
+	}
+	checkGraph(t, env, db, 0, opts)
+	r, snap := openSnapshotReader(t, env, db, Euclidean, ReaderOptions{Mode: ReadCompressed})
+	if r.codes.sparse == nil {
+		t.Fatal("sparse ids in a dense table")
+	}
+	txn, _ := snap.Acquire()
+	defer snap.Release(txn)
+	checked := 0
+	for id, v := range vecs {
+		res, err := r.Search(txn, v, SearchOptions{Count: 1, Ef: 64})
+		if err != nil || len(res) != 1 || res[0].ID != id || res[0].Distance != 0 {
+			t.Fatalf("item %d: %v %v", id, res, err)
+		}
+		if checked++; checked == 200 {
+			break
+		}
+	}
+}

@@ -498,3 +498,21 @@ func TestDotU8(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkDotU8(b *testing.B) {
+	r := rand.New(rand.NewPCG(19, 20))
+	for _, n := range []int{50, 256, 784} {
+		w := randFloats(r, n)
+		c := make([]byte, n+1)
+		fillRand(r, c)
+		c = c[1:]
+		for _, k := range append([]kernelSet{genericKernels}, simdKernels()...) {
+			fn := k.dotU8
+			b.Run(fmt.Sprintf("%s/%d", k.name, n), func(b *testing.B) {
+				for b.Loop() {
+					sinkF = fn(w, c)
+				}
+			})
+		}
+	}
+}

@@ -452,7 +452,11 @@ func (b *builder) prepareCodes() error {
 		return err
 	}
 	src := codeSource{db: b.w.db, index: b.w.index, metric: b.metric, dims: b.w.dims, items: b.meta.Items, used: used}
-	if b.codes, err = buildCodes(txn, src, budget); err != nil {
+	var second Txn
+	if t, err := b.parentSnapshot(); err == nil {
+		second = t // closed with the build's other readers
+	}
+	if b.codes, err = buildCodes(txn, second, src, budget); err != nil {
 		return err
 	}
 	if p := b.opts.Progress; p != nil {

@@ -89,8 +89,10 @@ type codeSource struct {
 func (src *codeSource) valueLen() int { return src.metric.valueLen(src.dims) }
 
 // buildCodes scans every item value of the source's index in txn and quantizes it, asking the
-// kernel to read ahead by at most a sixteenth of budget.
-func buildCodes(txn Txn, src codeSource, budget int64) (*codes, error) {
+// kernel to read ahead by at most a sixteenth of budget. If second is not nil (another
+// transaction on the same snapshot), the second half of the items is scanned with it at the
+// same time, on another goroutine.
+func buildCodes(txn, second Txn, src codeSource, budget int64) (*codes, error) {
 	items := src.items
 	n := items.GetCardinality()
 	maxID := uint32(0)
@@ -101,44 +103,93 @@ func buildCodes(txn Txn, src codeSource, budget int64) (*codes, error) {
 	if err := c.setRanges(txn, &src, n); err != nil {
 		return nil, err
 	}
-	c.data = make([]uint8, 0, n*uint64(src.dims))
-	c.aux = make([]float32, 0, n)
+	// Slots are the items' ranks: assigned now, so that parts of the index can be scanned at
+	// once. A slot whose item turns out to have no value keeps a NaN aux and is dropped.
+	c.data = make([]uint8, n*uint64(src.dims))
+	c.aux = make([]float32, n)
+	nan := float32(math.NaN())
+	for i := range c.aux {
+		c.aux[i] = nan
+	}
 	if src.refs {
-		c.refs = make([]*byte, 0, n)
+		c.refs = make([]*byte, n)
 	}
 	if denseIDs(maxID, n) {
 		c.dense = make([]int32, uint64(maxID)+1)
 	} else {
 		c.sparse = make(map[uint32]int32, n)
 	}
+	slot := int32(0)
+	for it := items.Iterator(); it.HasNext(); slot++ {
+		if id := it.Next(); c.dense != nil {
+			c.dense[id] = slot + 1
+		} else {
+			c.sparse[id] = slot
+		}
+	}
+	if second == nil || n < 2*codeSamples {
+		if err := c.scanItems(txn, &src, 0, math.MaxUint32+1, budget); err != nil {
+			return nil, err
+		}
+	} else {
+		mid, err := items.Select(uint32(n / 2))
+		if err != nil {
+			return nil, err
+		}
+		errs := make(chan error, 1)
+		go func() { errs <- c.scanItems(second, &src, uint64(mid), math.MaxUint32+1, budget/2) }()
+		err = c.scanItems(txn, &src, 0, uint64(mid), budget/2)
+		if err2 := <-errs; err == nil {
+			err = err2
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Items the metadata names without a value (damage): not in the codes, as a reader
+	// without codes finds no vector for them.
+	for it := items.Iterator(); it.HasNext(); {
+		id := it.Next()
+		if s := c.slot(id); s >= 0 && c.aux[s] != c.aux[s] {
+			if c.dense != nil {
+				c.dense[id] = 0
+			} else {
+				delete(c.sparse, id)
+			}
+		}
+	}
+	return c, nil
+}
+
+// scanItems encodes the values of the items with ids in [from, to) into their slots.
+func (c *codes) scanItems(txn Txn, src *codeSource, from, to uint64, budget int64) error {
+	if from > math.MaxUint32 {
+		return nil
+	}
 	ra := newReadAhead(filepath.Join(src.db.env.path, "data.mdb"), src.used, budget)
 	vec := make([]float32, 0, src.dims)
 	valueLen := src.valueLen()
-	err := scanPrefix(txn, src.db, ModePrefix(src.index, ModeItem), func(k Key, v []byte) (bool, error) {
-		if !items.Contains(k.Item) {
+	var start [KeySize]byte
+	return scanFrom(txn, src.db, ModePrefix(src.index, ModeItem), ItemKey(src.index, uint32(from)).Append(start[:0]),
+		func(k Key, v []byte) (bool, error) {
+			if uint64(k.Item) >= to {
+				return false, nil
+			}
+			s := c.slot(k.Item)
+			if s < 0 {
+				return true, nil // not an item of the index
+			}
+			if len(v) != valueLen || v[0] != TagItem {
+				return false, fmt.Errorf("item %d of index %d: %w", k.Item, src.index, corruptf("value of %d bytes with tag %d", len(v), v[0]))
+			}
+			ra.at(v)
+			vec = src.metric.decodeVector(vec[:0], v[1+src.metric.headerSize():], src.dims)
+			c.aux[s] = c.encode(c.data[int(s)*c.dims:int(s+1)*c.dims], vec, v)
+			if src.refs {
+				c.refs[s] = &v[0]
+			}
 			return true, nil
-		}
-		if len(v) != valueLen || v[0] != TagItem {
-			return false, fmt.Errorf("item %d of index %d: %w", k.Item, src.index, corruptf("value of %d bytes with tag %d", len(v), v[0]))
-		}
-		ra.at(v)
-		vec = src.metric.decodeVector(vec[:0], v[1+src.metric.headerSize():], src.dims)
-		slot := int32(len(c.aux))
-		c.aux = append(c.aux, c.encode(vec, v))
-		if src.refs {
-			c.refs = append(c.refs, &v[0])
-		}
-		if c.dense != nil {
-			c.dense[k.Item] = slot + 1
-		} else {
-			c.sparse[k.Item] = slot
-		}
-		return true, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
+		})
 }
 
 // cosineScale is 1/|v| for a cosine item value (0 for a zero vector), from its stored norm.
@@ -194,14 +245,16 @@ func (c *codes) setRanges(txn Txn, src *codeSource, n uint64) error {
 	return nil
 }
 
-// encode appends the codes of vec (the decoded vector of item value v) and returns its aux value.
-func (c *codes) encode(vec []float32, v []byte) float32 {
+// encode writes the codes of vec (the decoded vector of item value v) into dst (dims bytes)
+// and returns its aux value.
+func (c *codes) encode(dst []uint8, vec []float32, v []byte) float32 {
 	scale := float32(1)
 	if c.metric == Cosine {
 		scale = cosineScale(v)
 	}
 	var sq float32
 	lo, step := c.lo[:len(vec)], c.step[:len(vec)]
+	dst = dst[:len(vec)]
 	for d, x := range vec {
 		f := (x*scale-lo[d])/step[d] + 0.5
 		q := uint8(0)
@@ -210,7 +263,7 @@ func (c *codes) encode(vec []float32, v []byte) float32 {
 		} else if f > 0 {
 			q = uint8(f) // rounds to nearest: f was shifted by 0.5
 		}
-		c.data = append(c.data, q)
+		dst[d] = q
 		y := lo[d] + float32(q)*step[d]
 		sq += y * y
 	}

@@ -32,7 +32,7 @@ func clustered(rng *rand.Rand, n, dims int) map[uint32][]float32 {
 // openSnapshotReader opens a snapshot reader with opts, closed at the end of the test.
 func openSnapshotReader(t testing.TB, env *Env, db *Database, metric Metric, opts ReaderOptions) (*Reader, *Snapshot) {
 	t.Helper()
-	snap, err := env.OpenSnapshot(1)
+	snap, err := env.OpenSnapshot(2) // room for a second transaction: scans in two halves
 	if err != nil {
 		t.Fatal(err)
 	}

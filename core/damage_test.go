@@ -126,3 +126,53 @@ func TestLinksOfAnUnknownItem(t *testing.T) {
 		t.Fatalf("expected success or ErrCorrupt, got %v", err)
 	}
 }
+
+// Items the metadata names whose vectors are gone (damage) are left out of the codes, in both
+// halves of a parallel scan; compressed searches and builds work around them as exact ones do.
+func TestCodesOfItemsWithoutVectors(t *testing.T) {
+	env, db := testDB(t)
+	vecs := map[uint32][]float32{}
+	for i := uint32(0); i < 9000; i++ {
+		vecs[i] = []float32{float32(i % 97), float32(i % 89), float32(i % 83), float32(i / 100)}
+	}
+	buildItems(t, env, db, 0, Euclidean, 4, vecs, BuildOptions{Seed: 1})
+	gone := []uint32{0, 17, 4500, 4501, 8999}
+	update(t, env, func(txn *WriteTxn) error {
+		for _, id := range gone {
+			if err := txn.LMDB().Del(db.dbi, ItemKey(0, id).Bytes(), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	r, snap := openSnapshotReader(t, env, db, Euclidean, ReaderOptions{Mode: ReadCompressed})
+	for _, id := range gone {
+		if r.codes.slot(id) >= 0 {
+			t.Fatalf("item %d has no vector but is in the codes", id)
+		}
+	}
+	txn, _ := snap.Acquire()
+	defer snap.Release(txn)
+	for _, id := range []uint32{1, 4499, 4502, 8998} {
+		res, err := r.Search(txn, vecs[id], SearchOptions{Count: 5, Ef: 50})
+		if err != nil || len(res) == 0 || res[0].Distance != 0 {
+			t.Fatalf("item %d: %v %v", id, res, err)
+		}
+		for _, x := range res {
+			for _, g := range gone {
+				if x.ID == g {
+					t.Fatalf("item %d without a vector was returned", g)
+				}
+			}
+		}
+	}
+	// A build with codes on top of it.
+	more := map[uint32][]float32{9000: {1, 2, 3, 4}, 9001: {5, 6, 7, 8}}
+	buildItems(t, env, db, 0, Euclidean, 4, more, BuildOptions{Seed: 1, ReadMode: ReadCompressed})
+	r2, snap2 := openSnapshotReader(t, env, db, Euclidean, ReaderOptions{Mode: ReadCompressed})
+	txn2, _ := snap2.Acquire()
+	defer snap2.Release(txn2)
+	if res, err := r2.Search(txn2, []float32{5, 6, 7, 8}, SearchOptions{Count: 1}); err != nil || res[0].ID != 9001 {
+		t.Fatalf("after a build: %v %v", res, err)
+	}
+}

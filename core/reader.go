@@ -164,7 +164,13 @@ func OpenSnapshotReaderWith(snap *Snapshot, db *Database, index uint16, metric M
 		r.vecs = newTable[vectorRef](maxID, n)
 	case ReadCompressed:
 		src := codeSource{db: db, index: index, metric: metric, dims: r.dims, items: r.meta.Items, used: plan.FileBytes, refs: true}
-		if r.codes, err = buildCodes(txn, src, plan.Budget); err != nil {
+		// A second transaction on the snapshot, if one can be had without waiting, scans half.
+		var second Txn
+		if t := snap.grow(); t != nil {
+			defer snap.Release(t)
+			second = t
+		}
+		if r.codes, err = buildCodes(txn, second, src, plan.Budget); err != nil {
 			return nil, err
 		}
 		// Layer-0 links are the next thing worth holding: each hop of a walk reads one list.

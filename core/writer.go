@@ -214,12 +214,17 @@ func (w *Writer) scan(txn Txn, mode Mode, fn func(Key, []byte) (bool, error)) er
 }
 
 func scanPrefix(txn Txn, db *Database, prefix []byte, fn func(Key, []byte) (bool, error)) error {
+	return scanFrom(txn, db, prefix, prefix, fn)
+}
+
+// scanFrom is scanPrefix starting at the first key >= start (a key with the prefix).
+func scanFrom(txn Txn, db *Database, prefix, start []byte, fn func(Key, []byte) (bool, error)) error {
 	cur, err := txn.lmdbTxn().OpenCursor(db.dbi)
 	if err != nil {
 		return err
 	}
 	defer cur.Close()
-	k, v, err := cur.Get(prefix, nil, lmdb.SetRange)
+	k, v, err := cur.Get(start, nil, lmdb.SetRange)
 	for err == nil && bytes.HasPrefix(k, prefix) {
 		key, derr := DecodeKey(k)
 		if derr != nil {

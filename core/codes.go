@@ -31,10 +31,11 @@ type codes struct {
 	dense  []int32   // id -> slot+1 (0: no item), when ids are dense enough
 	sparse map[uint32]int32
 
-	// Layer-0 links of the first linksLoaded slots, preloaded while they fit the budget:
-	// slot s links to linkIDs[linkOff[s]:linkOff[s+1]].
-	linkOff     []uint64
-	linkIDs     []uint32
+	// Layer-0 links of the first linksLoaded slots, preloaded while they fit the budget, as
+	// stored (a roaring bitmap: about 2 bytes a link, half of a list of ids): slot s links to
+	// the bitmap linkBytes[linkOff[s]:linkOff[s+1]].
+	linkOff     []uint32
+	linkBytes   []byte
 	linksLoaded int32
 }
 
@@ -356,24 +357,26 @@ func weightedSum(w []float32, code []uint8) float32 { return vecmath.DotU8(w, co
 // bytes is the memory the codes and preloaded links hold.
 func (c *codes) bytes() int64 {
 	return int64(len(c.data)) + 4*int64(len(c.aux)) + 8*int64(len(c.refs)) + 4*int64(len(c.dense)) +
-		40*int64(len(c.sparse)) + 8*int64(cap(c.linkOff)) + 4*int64(cap(c.linkIDs))
+		40*int64(len(c.sparse)) + 4*int64(cap(c.linkOff)) + int64(cap(c.linkBytes))
 }
 
 // linkSample is how many items' links set the size of the preloaded links' table.
 const linkSample = 1000
 
 // loadLinks reads the layer-0 links of the index's items, in key order (the order of slots),
-// into memory while they fit in budget bytes; the rest are read from the file when needed.
+// into memory while they fit in budget bytes (and in 4 GiB); the rest are read from the file
+// when needed.
 func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 	n := len(c.aux)
-	offBytes := 8 * int64(n+1)
+	offBytes := 4 * int64(n+1)
 	if n == 0 || budget < offBytes+4*int64(n) {
 		return nil
 	}
-	c.linkOff = make([]uint64, 1, n+1)
+	budget = min(budget, offBytes+math.MaxUint32)
+	c.linkOff = make([]uint32, 1, n+1)
 	ra := newReadAhead(filepath.Join(src.db.env.path, "data.mdb"), src.used, budget)
 	var next int32   // the next slot to fill
-	var one []uint32 // one item's links
+	var one []uint32 // one item's links, decoded to check them
 	err := scanPrefix(txn, src.db, ModePrefix(src.index, ModeLinks), func(k Key, v []byte) (bool, error) {
 		if k.Layer != 0 {
 			return true, nil
@@ -387,31 +390,32 @@ func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 		if one, err = DecodeLinksValue(v, one[:0]); err != nil {
 			return false, fmt.Errorf("links of item %d on layer 0 of index %d: %w", k.Item, src.index, corruptf("%v", err))
 		}
-		if need := len(c.linkIDs) + len(one); need > cap(c.linkIDs) {
+		bitmap := v[1:]
+		if need := len(c.linkBytes) + len(bitmap); need > cap(c.linkBytes) {
 			// Grow: to the expected total once linkSample items were seen, else doubling;
 			// stop where the table would outgrow the budget.
-			grow := max(2*cap(c.linkIDs), need)
+			grow := max(2*cap(c.linkBytes), need)
 			if next >= linkSample {
-				grow = max(need, int(float64(len(c.linkIDs))/float64(next)*1.1*float64(n)))
+				grow = max(need, int(float64(len(c.linkBytes))/float64(next)*1.1*float64(n)))
 			}
-			if room := int((budget - offBytes) / 4); grow > room {
+			if room := int(budget - offBytes); grow > room {
 				grow = room
 			}
 			if grow < need {
 				return false, nil
 			}
-			c.linkIDs = append(make([]uint32, 0, grow), c.linkIDs...)
+			c.linkBytes = append(make([]byte, 0, grow), c.linkBytes...)
 		}
 		for ; next < s; next++ { // items without links
-			c.linkOff = append(c.linkOff, uint64(len(c.linkIDs)))
+			c.linkOff = append(c.linkOff, uint32(len(c.linkBytes)))
 		}
-		c.linkIDs = append(c.linkIDs, one...)
-		c.linkOff = append(c.linkOff, uint64(len(c.linkIDs)))
+		c.linkBytes = append(c.linkBytes, bitmap...)
+		c.linkOff = append(c.linkOff, uint32(len(c.linkBytes)))
 		next = s + 1
 		return true, nil
 	})
 	if err != nil {
-		c.linkOff, c.linkIDs, c.linksLoaded = nil, nil, 0
+		c.linkOff, c.linkBytes, c.linksLoaded = nil, nil, 0
 		return err
 	}
 	c.linksLoaded = next
@@ -435,5 +439,9 @@ func (c *codes) links(s int32, dst []uint32) ([]uint32, bool) {
 	if s < 0 || s >= c.linksLoaded {
 		return dst, false
 	}
-	return append(dst, c.linkIDs[c.linkOff[s]:c.linkOff[s+1]]...), true
+	out, _, err := DecodeRoaring(c.linkBytes[c.linkOff[s]:c.linkOff[s+1]], dst)
+	if err != nil { // checked when loaded: cannot happen
+		return dst, false
+	}
+	return out, true
 }

@@ -38,7 +38,9 @@ class HannoyRunner(Runner):
         self.h = self.import_hannoy()
         self.metric_enum = getattr(self.h.Metric, metric.upper())
         # Upstream's default map (1 GiB) may be short for the largest set; same size for both.
-        self.env_size = max(1 << 30, 8 * n * (dims * 4 + 1024))
+        # A whole number of MiB: upstream (LMDB through heed) refuses a map size that is not a
+        # multiple of the page size.
+        self.env_size = max(1 << 30, -(-8 * n * (dims * 4 + 1024) // (1 << 20)) << 20)
         self.add_api = None
 
     def _db(self, path):

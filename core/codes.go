@@ -31,11 +31,10 @@ type codes struct {
 	dense  []int32   // id -> slot+1 (0: no item), when ids are dense enough
 	sparse map[uint32]int32
 
-	// Layer-0 links of the first linksLoaded slots, preloaded while they fit the budget, as
-	// stored (a roaring bitmap: about 2 bytes a link, half of a list of ids): slot s links to
-	// the bitmap linkBytes[linkOff[s]:linkOff[s+1]].
-	linkOff     []uint32
-	linkBytes   []byte
+	// Layer-0 links of the first linksLoaded slots, preloaded while they fit the budget:
+	// slot s links to linkIDs[linkOff[s]:linkOff[s+1]].
+	linkOff     []uint64
+	linkIDs     []uint32
 	linksLoaded int32
 }
 
@@ -357,26 +356,25 @@ func weightedSum(w []float32, code []uint8) float32 { return vecmath.DotU8(w, co
 // bytes is the memory the codes and preloaded links hold.
 func (c *codes) bytes() int64 {
 	return int64(len(c.data)) + 4*int64(len(c.aux)) + 8*int64(len(c.refs)) + 4*int64(len(c.dense)) +
-		40*int64(len(c.sparse)) + 4*int64(cap(c.linkOff)) + int64(cap(c.linkBytes))
+		40*int64(len(c.sparse)) + 8*int64(cap(c.linkOff)) + 4*int64(cap(c.linkIDs))
 }
 
 // linkSample is how many items' links set the size of the preloaded links' table.
 const linkSample = 1000
 
 // loadLinks reads the layer-0 links of the index's items, in key order (the order of slots),
-// into memory while they fit in budget bytes (and in 4 GiB); the rest are read from the file
-// when needed.
+// into memory while they fit in budget bytes; the rest are read from the file when needed.
 func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 	n := len(c.aux)
-	offBytes := 4 * int64(n+1)
+	offBytes := 8 * int64(n+1)
 	if n == 0 || budget < offBytes+4*int64(n) {
 		return nil
 	}
-	budget = min(budget, offBytes+math.MaxUint32)
-	c.linkOff = make([]uint32, 1, n+1)
+	c.linkOff = make([]uint64, 1, n+1)
 	ra := newReadAhead(filepath.Join(src.db.env.path, "data.mdb"), src.used, budget)
 	var next int32   // the next slot to fill
-	var one []uint32 // one item's links, decoded to check them
+	var one []uint32 // one item's links
+	sized := false   // the table has its final size
 	err := scanPrefix(txn, src.db, ModePrefix(src.index, ModeLinks), func(k Key, v []byte) (bool, error) {
 		if k.Layer != 0 {
 			return true, nil
@@ -390,32 +388,36 @@ func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 		if one, err = DecodeLinksValue(v, one[:0]); err != nil {
 			return false, fmt.Errorf("links of item %d on layer 0 of index %d: %w", k.Item, src.index, corruptf("%v", err))
 		}
-		bitmap := v[1:]
-		if need := len(c.linkBytes) + len(bitmap); need > cap(c.linkBytes) {
-			// Grow: to the expected total once linkSample items were seen, else doubling;
-			// stop where the table would outgrow the budget.
-			grow := max(2*cap(c.linkBytes), need)
-			if next >= linkSample {
-				grow = max(need, int(float64(len(c.linkBytes))/float64(next)*1.1*float64(n)))
+		if need := len(c.linkIDs) + len(one); need > cap(c.linkIDs) {
+			// Grow by doubling over the first linkSample items, then once to the expected
+			// total (with a quarter to spare), never past the budget; when that is full, stop:
+			// growing again would hold two copies at once.
+			if sized {
+				return false, nil
 			}
-			if room := int(budget - offBytes); grow > room {
+			grow := max(2*cap(c.linkIDs), need)
+			if next >= linkSample {
+				grow = max(need, int(float64(len(c.linkIDs))/float64(next)*1.25*float64(n)))
+				sized = true
+			}
+			if room := int((budget - offBytes) / 4); grow > room {
 				grow = room
 			}
 			if grow < need {
 				return false, nil
 			}
-			c.linkBytes = append(make([]byte, 0, grow), c.linkBytes...)
+			c.linkIDs = append(make([]uint32, 0, grow), c.linkIDs...)
 		}
 		for ; next < s; next++ { // items without links
-			c.linkOff = append(c.linkOff, uint32(len(c.linkBytes)))
+			c.linkOff = append(c.linkOff, uint64(len(c.linkIDs)))
 		}
-		c.linkBytes = append(c.linkBytes, bitmap...)
-		c.linkOff = append(c.linkOff, uint32(len(c.linkBytes)))
+		c.linkIDs = append(c.linkIDs, one...)
+		c.linkOff = append(c.linkOff, uint64(len(c.linkIDs)))
 		next = s + 1
 		return true, nil
 	})
 	if err != nil {
-		c.linkOff, c.linkBytes, c.linksLoaded = nil, nil, 0
+		c.linkOff, c.linkIDs, c.linksLoaded = nil, nil, 0
 		return err
 	}
 	c.linksLoaded = next
@@ -439,9 +441,5 @@ func (c *codes) links(s int32, dst []uint32) ([]uint32, bool) {
 	if s < 0 || s >= c.linksLoaded {
 		return dst, false
 	}
-	out, _, err := DecodeRoaring(c.linkBytes[c.linkOff[s]:c.linkOff[s+1]], dst)
-	if err != nil { // checked when loaded: cannot happen
-		return dst, false
-	}
-	return out, true
+	return append(dst, c.linkIDs[c.linkOff[s]:c.linkOff[s+1]]...), true
 }

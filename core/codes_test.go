@@ -202,8 +202,8 @@ func TestCompressedLinksPartlyInMemory(t *testing.T) {
 	txn, _ := snap.Acquire()
 	defer snap.Release(txn)
 	// Preload again with room for about a third of the lists.
-	part.codes.linkOff, part.codes.linkBytes, part.codes.linksLoaded = nil, nil, 0
-	budget := int64(4*2001) + int64(len(full.codes.linkBytes))/3
+	part.codes.linkOff, part.codes.linkIDs, part.codes.linksLoaded = nil, nil, 0
+	budget := int64(8*2001) + int64(len(full.codes.linkIDs))*4/3
 	src := codeSource{db: db, metric: Euclidean, dims: 16, items: part.meta.Items, used: 1 << 30}
 	if err := part.codes.loadLinks(txn, src, budget); err != nil {
 		t.Fatal(err)
@@ -211,7 +211,7 @@ func TestCompressedLinksPartlyInMemory(t *testing.T) {
 	if n := part.codes.linksLoaded; n == 0 || n >= 2000 {
 		t.Fatalf("%d of 2000 items' links preloaded with a third of the room", n)
 	}
-	if b := 4*int64(cap(part.codes.linkOff)) + int64(cap(part.codes.linkBytes)); b > budget {
+	if b := 8*int64(cap(part.codes.linkOff)) + 4*int64(cap(part.codes.linkIDs)); b > budget {
 		t.Fatalf("preloaded links take %d bytes, budget %d", b, budget)
 	}
 	for id := uint32(0); id < 2000; id += 7 {

@@ -216,8 +216,10 @@ def test_exception_hierarchy(cls: type, bases: tuple) -> None:
 def test_status_mapping() -> None:
     from hannoy._errors import STATUS, error_for_status
 
-    assert sorted(STATUS) == list(range(1, 15))
+    assert sorted(STATUS) == list(range(1, 16))
     assert isinstance(error_for_status(2, "x"), OSError)
+    full = error_for_status(15, "commit: the disk is full")
+    assert isinstance(full, hannoy.DiskFullError) and isinstance(full, OSError) and full.status == 15
     e = error_for_status(5, "Metadata are missing on index 0")
     assert isinstance(e, hannoy.MissingMetadataError) and isinstance(e, RuntimeError)
     assert str(e) == "Metadata are missing on index 0"

@@ -264,7 +264,8 @@ func TestBuildWithCodes(t *testing.T) {
 			for _, mode := range []ReadMode{ReadMemory, ReadCompressed} {
 				env, db := testDB(t)
 				progress := &Progress{}
-				opts := BuildOptions{M: 12, EfConstruction: 64, Seed: 4, ReadMode: mode, Progress: progress}
+				// One thread: the builds are reproducible, so the comparison cannot flake.
+				opts := BuildOptions{M: 12, EfConstruction: 64, Seed: 4, Threads: 1, ReadMode: mode, Progress: progress}
 				chunk := func(lo, hi uint32) map[uint32][]float32 {
 					m := map[uint32][]float32{}
 					for id := lo; id < hi; id++ {
@@ -322,7 +323,7 @@ func TestCodesWithSparseIDs(t *testing.T) {
 		vecs[id*2_500_000+7] = v
 	}
 	env, db := testDB(t)
-	opts := BuildOptions{Seed: 3, ReadMode: ReadCompressed, Progress: &Progress{}}
+	opts := BuildOptions{Seed: 3, Threads: 1, ReadMode: ReadCompressed, Progress: &Progress{}}
 	half := map[uint32][]float32{}
 	rest := map[uint32][]float32{}
 	for id, v := range vecs {

@@ -172,7 +172,15 @@ func TestCodesOfItemsWithoutVectors(t *testing.T) {
 	r2, snap2 := openSnapshotReader(t, env, db, Euclidean, ReaderOptions{Mode: ReadCompressed})
 	txn2, _ := snap2.Acquire()
 	defer snap2.Release(txn2)
-	if res, err := r2.Search(txn2, []float32{5, 6, 7, 8}, SearchOptions{Count: 1}); err != nil || res[0].ID != 9001 {
+	if r2.Len() != 9002 || r2.codes.slot(9001) < 0 || r2.codes.slot(17) >= 0 {
+		t.Fatalf("after a build: %d items, slots %d %d", r2.Len(), r2.codes.slot(9001), r2.codes.slot(17))
+	}
+	if res, err := r2.Search(txn2, []float32{5, 6, 7, 8}, SearchOptions{Count: 5, Ef: 50}); err != nil || len(res) != 5 {
 		t.Fatalf("after a build: %v %v", res, err)
+	}
+	filter := roaring.BitmapOf(9000, 9001, 17)
+	if res, err := r2.Search(txn2, []float32{5, 6, 7, 8}, SearchOptions{Count: 3, Candidates: filter}); err != nil ||
+		len(res) != 2 || res[0].ID != 9001 || res[0].Distance != 0 {
+		t.Fatalf("after a build, filtered: %v %v", res, err)
 	}
 }

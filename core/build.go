@@ -428,21 +428,16 @@ func (b *builder) prepareCodes() error {
 	if b.meta == nil || b.meta.Items.IsEmpty() || !b.metric.quantizable() {
 		return nil
 	}
-	mode := b.opts.ReadMode
 	env := b.w.db.env
-	budget := b.opts.MemoryBudget
-	if budget == 0 {
-		budget, _ = env.MemoryBudget()
-	}
+	budget, _ := env.MemoryBudget(b.opts.MemoryBudget)
 	used, err := env.UsedBytes()
 	if err != nil {
 		return err
 	}
+	mode := b.opts.ReadMode
 	if mode == ReadAuto {
-		cost := codesBytes(b.meta.Items.GetCardinality(), b.w.dims, b.meta.Items.Maximum())
-		if used > budget && cost <= budget/4*3 {
-			mode = ReadCompressed
-		}
+		mode = chooseReadMode(b.metric, used, budget,
+			codesBytes(b.meta.Items.GetCardinality(), b.w.dims, b.meta.Items.Maximum()))
 	}
 	if mode != ReadCompressed {
 		return nil

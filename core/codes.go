@@ -54,6 +54,8 @@ func codesBytes(n uint64, dims int, maxID uint32) int64 {
 	return b
 }
 
+// denseIDs reports whether ids up to maxID among n items are dense enough for a flat array
+// indexed by id (tables and codes alike).
 func denseIDs(maxID uint32, n uint64) bool { return uint64(maxID) < 4*n+1<<16 }
 
 // slot returns the slot of item id, or -1.
@@ -204,8 +206,9 @@ func cosineScale(value []byte) float32 {
 // setRanges sets each dimension's range from up to codeSamples items spread over the index,
 // widened by a tenth on each side; values outside it saturate.
 func (c *codes) setRanges(txn Txn, src *codeSource, n uint64) error {
+	hi := make([]float32, len(c.lo))
 	for d := range c.lo {
-		c.lo[d], c.step[d] = float32(math.Inf(1)), float32(math.Inf(-1)) // min, max for now
+		c.lo[d], hi[d] = float32(math.Inf(1)), float32(math.Inf(-1))
 	}
 	samples := min(n, codeSamples)
 	vec := make([]float32, 0, src.dims)
@@ -229,18 +232,18 @@ func (c *codes) setRanges(txn Txn, src *codeSource, n uint64) error {
 		for d, x := range vec {
 			x *= scale
 			c.lo[d] = min(c.lo[d], x)
-			c.step[d] = max(c.step[d], x)
+			hi[d] = max(hi[d], x)
 		}
 	}
 	for d := range c.lo {
-		lo, hi := c.lo[d], c.step[d]
-		if lo > hi { // no sample
-			lo, hi = -1, 1
+		lo, top := c.lo[d], hi[d]
+		if lo > top { // no sample
+			lo, top = -1, 1
 		}
-		margin := (hi - lo) / 10
-		lo, hi = lo-margin, hi+margin
+		margin := (top - lo) / 10
+		lo, top = lo-margin, top+margin
 		c.lo[d] = lo
-		c.step[d] = max((hi-lo)/255, 1e-30)
+		c.step[d] = max((top-lo)/255, 1e-30)
 	}
 	return nil
 }
@@ -328,13 +331,13 @@ func (c *codes) dist(cq *codeQuery, slot int32) float32 {
 	code := c.data[int(slot)*c.dims : int(slot+1)*c.dims]
 	switch c.metric {
 	case Euclidean:
-		return max(0, cq.c0+weightedSum(cq.w, code)+c.aux[slot])
+		return max(0, cq.c0+vecmath.DotU8(cq.w, code)+c.aux[slot])
 	case Cosine:
 		norm := c.aux[slot]
 		if cq.zero || norm == 0 {
 			return 0
 		}
-		cos := (cq.c0 + weightedSum(cq.w, code)) / norm
+		cos := (cq.c0 + vecmath.DotU8(cq.w, code)) / norm
 		return (1 - max(-1, min(1, cos))) / 2
 	case Manhattan:
 		var s float32
@@ -349,9 +352,6 @@ func (c *codes) dist(cq *codeQuery, slot int32) float32 {
 	}
 	return float32(math.NaN())
 }
-
-// weightedSum is Σ w_d code_d.
-func weightedSum(w []float32, code []uint8) float32 { return vecmath.DotU8(w, code) }
 
 // bytes is the memory the codes and preloaded links hold.
 func (c *codes) bytes() int64 {

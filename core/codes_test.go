@@ -157,6 +157,10 @@ func TestReadModeFromBudget(t *testing.T) {
 	if _, err := OpenSnapshotReaderWith(nil, db, 0, Euclidean, ReaderOptions{MemoryBudget: -1}); err == nil {
 		t.Error("a negative budget was accepted")
 	}
+	if e, err := OpenEnv(t.TempDir(), Options{MemoryBudget: -1}); err == nil {
+		e.Close()
+		t.Error("an environment with a negative budget was opened")
+	}
 }
 
 func TestParseMemorySize(t *testing.T) {

@@ -52,6 +52,9 @@ func OpenEnv(path string, opts Options) (*Env, error) {
 	if opts.MapSize < 0 {
 		return nil, invalidf("map size must be positive, got %d", opts.MapSize)
 	}
+	if opts.MemoryBudget < 0 {
+		return nil, invalidf("memory budget must be positive, got %d", opts.MemoryBudget)
+	}
 	if opts.MaxDBs == 0 {
 		opts.MaxDBs = 128
 	}
@@ -88,9 +91,6 @@ func OpenEnv(path string, opts Options) (*Env, error) {
 	if err := setup(); err != nil {
 		env.Close()
 		return nil, fmt.Errorf("configure LMDB environment: %w", err)
-	}
-	if opts.MemoryBudget < 0 {
-		return nil, invalidf("memory budget must be positive, got %d", opts.MemoryBudget)
 	}
 	// LMDB then advises the whole map MADV_RANDOM: right for a file larger than memory. A reader
 	// of a file that fits switches its pages back to read-ahead (Env.warm).
@@ -144,9 +144,15 @@ func (e *Env) UsedBytes() (int64, error) {
 	return (info.LastPNO + 1) * int64(st.PSize), nil
 }
 
-// MemoryBudget is the memory budget readers plan with now (see Options.MemoryBudget) and where
-// it comes from: "explicit", "environment", "automatic" or "unlimited".
-func (e *Env) MemoryBudget() (int64, string) { return memoryBudget(e.opts.MemoryBudget) }
+// MemoryBudget is the memory budget a reader or build plans with now and where it comes from
+// ("explicit", "environment", "automatic" or "unlimited"): explicit if > 0, else the
+// environment's Options.MemoryBudget if > 0, else MemoryBudgetEnv or what is available.
+func (e *Env) MemoryBudget(explicit int64) (int64, string) {
+	if explicit <= 0 {
+		explicit = e.opts.MemoryBudget
+	}
+	return memoryBudget(explicit)
+}
 
 // warm prepares the first used bytes of the file for a reader that expects to hold them in
 // memory: it advises them MADV_NORMAL (the kernel reads around each fault again, instead of the

@@ -47,7 +47,7 @@ const tableShards = 64
 
 // newTable sizes the table for ids up to maxID among about count items.
 func newTable[T any](maxID uint32, count uint64) *table[T] {
-	if uint64(maxID) < 4*count+1<<16 {
+	if denseIDs(maxID, count) {
 		return &table[T]{dense: make([]atomic.Pointer[T], uint64(maxID)+1)}
 	}
 	t := &table[T]{shards: make([]shard[T], tableShards)}

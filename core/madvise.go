@@ -12,7 +12,6 @@ import (
 // Kernel advice for a range of the memory map (madvise(2)).
 const (
 	adviceNormal   = 0 // MADV_NORMAL: read around each fault (what the kernel does unless told)
-	adviceRandom   = 1 // MADV_RANDOM: read only the faulting page (what LMDB's MDB_NORDAHEAD sets)
 	adviceWillNeed = 3 // MADV_WILLNEED: start reading the range now, without waiting
 )
 
@@ -24,9 +23,14 @@ func advise(start, n uintptr, advice int) {
 	if n == 0 {
 		return
 	}
-	aligned := start &^ (pageSize - 1)
-	length := (start - aligned + n + pageSize - 1) &^ (pageSize - 1)
+	aligned, length := pageSpan(start, n)
 	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, aligned, length, uintptr(advice))
+}
+
+// pageSpan is the whole pages that hold [start, start+n): their first address and length.
+func pageSpan(start, n uintptr) (aligned, length uintptr) {
+	aligned = start &^ (pageSize - 1)
+	return aligned, (start - aligned + n + pageSize - 1) &^ (pageSize - 1)
 }
 
 // willNeedChunk is the most one MADV_WILLNEED call is asked to read: the kernel reads no more

@@ -11,9 +11,8 @@ func (r *Reader) prefetch(txn Txn, budget int64) {
 		if len(v) == 0 {
 			return true
 		}
-		start := uintptr(unsafe.Pointer(unsafe.SliceData(v)))
-		aligned := start &^ (pageSize - 1)
-		length := int64((start - aligned + uintptr(len(v)) + pageSize - 1) &^ (pageSize - 1))
+		_, span := pageSpan(uintptr(unsafe.Pointer(unsafe.SliceData(v))), uintptr(len(v)))
+		length := int64(span)
 		if length > budget {
 			return false
 		}

@@ -28,15 +28,14 @@ type Reader struct {
 	// vecs, for a reader bound to a snapshot, caches where each item value lies in the memory
 	// map: valid as long as the snapshot's transactions are open.
 	vecs *table[vectorRef]
-	// links0, for a reader bound to a snapshot, caches decoded layer-0 links, up to
-	// links0Budget bytes.
+	// links0, for a reader bound to a snapshot (but for codes, which preload links), caches
+	// decoded layer-0 links, up to links0Limit bytes.
 	links0      *table[[]uint32]
 	links0Bytes atomic.Int64
 	links0Limit int64
 
 	// codes, in ReadCompressed mode, is the compressed copy of the index searches walk with.
 	codes *codes
-	mode  ReadMode
 	plan  ReadPlan
 }
 
@@ -78,6 +77,18 @@ func ParseReadMode(s string) (ReadMode, error) {
 		}
 	}
 	return 0, invalidf("read mode must be one of auto, memory, compressed, disk; got %q", s)
+}
+
+// chooseReadMode is ReadAuto's choice for a data file of fileBytes used bytes under budget,
+// when codes of the index would cost codesCost bytes. Readers and builds choose alike.
+func chooseReadMode(metric Metric, fileBytes, budget, codesCost int64) ReadMode {
+	switch {
+	case fileBytes <= budget:
+		return ReadMemory
+	case metric.quantizable() && codesCost <= budget/4*3:
+		return ReadCompressed
+	}
+	return ReadDisk
 }
 
 // ReaderOptions configure a snapshot reader.
@@ -134,34 +145,22 @@ func OpenSnapshotReaderWith(snap *Snapshot, db *Database, index uint16, metric M
 	}
 	env := db.env
 	plan := ReadPlan{Mode: opts.Mode}
-	if opts.MemoryBudget > 0 {
-		plan.Budget, plan.BudgetSource = opts.MemoryBudget, "explicit"
-	} else {
-		plan.Budget, plan.BudgetSource = env.MemoryBudget()
-	}
+	plan.Budget, plan.BudgetSource = env.MemoryBudget(opts.MemoryBudget)
 	if plan.FileBytes, err = env.UsedBytes(); err != nil {
 		return nil, err
 	}
-	codesCost := codesBytes(n, r.dims, maxID)
 	if plan.Mode == ReadAuto {
-		switch {
-		case plan.FileBytes <= plan.Budget:
-			plan.Mode = ReadMemory
-		case metric.quantizable() && codesCost <= plan.Budget/4*3:
-			plan.Mode = ReadCompressed
-		default:
-			plan.Mode = ReadDisk
-		}
+		plan.Mode = chooseReadMode(metric, plan.FileBytes, plan.Budget, codesBytes(n, r.dims, maxID))
 	}
 	if plan.Mode == ReadCompressed && !metric.quantizable() {
 		plan.Mode = ReadDisk
 	}
-	r.links0 = newTable[[]uint32](maxID, n)
-	r.links0Limit = links0Budget
 	switch plan.Mode {
 	case ReadMemory:
 		env.warm(plan.FileBytes)
 		r.vecs = newTable[vectorRef](maxID, n)
+		r.links0 = newTable[[]uint32](maxID, n)
+		r.links0Limit = links0Budget
 	case ReadCompressed:
 		src := codeSource{db: db, index: index, metric: metric, dims: r.dims, items: r.meta.Items, used: plan.FileBytes, refs: true}
 		// A second transaction on the snapshot, if one can be had without waiting, scans half.
@@ -179,13 +178,13 @@ func OpenSnapshotReaderWith(snap *Snapshot, db *Database, index uint16, metric M
 		if err := r.codes.loadLinks(txn, src, plan.Budget-r.codes.bytes()-plan.Budget/4); err != nil {
 			return nil, err
 		}
-		plan.CodesBytes = r.codes.bytes()
-		r.links0Limit = 0 // what did not fit is read from the file
+		plan.CodesBytes = r.codes.bytes() // links that did not fit are read from the file
 	default:
 		r.vecs = newTable[vectorRef](maxID, n)
+		r.links0 = newTable[[]uint32](maxID, n)
 		r.links0Limit = min(links0Budget, plan.Budget/4)
 	}
-	r.mode, r.plan = plan.Mode, plan
+	r.plan = plan
 	return r, nil
 }
 

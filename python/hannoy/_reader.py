@@ -138,7 +138,7 @@ class Reader:
     and reads exact vectors from the file only to re-rank the best candidates, asking the
     kernel for their pages together; results carry exact distances. Codes belong to the
     reader's snapshot, so they are never stale. ``"disk"`` (the binary metrics, or codes that
-    would not fit in half the budget) reads exact vectors a page at a time.
+    would not fit in three quarters of the budget) reads exact vectors a page at a time.
     ``stats()["read_mode"]`` says which was chosen.
 
     Parameters
@@ -185,10 +185,9 @@ class Reader:
             raise TypeError("database must be a hannoy.Database, got %s" % describe(database))
         self._db = database
         self._index = as_int(index, "index", 0, MAX_INDEX)
-        if memory_budget is None:
-            budget = getattr(database, "memory_budget", None) or 0
-        else:
-            budget = as_int(memory_budget, "memory_budget", 1, MAX_I64)
+        # 0: the library falls back to the Database's budget (given to hannoy_db_open), then
+        # to the automatic one.
+        budget = 0 if memory_budget is None else as_int(memory_budget, "memory_budget", 1, MAX_I64)
         if not isinstance(read_mode, str):
             raise ArgumentTypeError("read_mode must be a str, got %s" % describe(read_mode))
         mode = _READ_MODES.get(read_mode)

@@ -154,8 +154,11 @@ func (w *Writer) Build(ctx context.Context, txn *WriteTxn, opts BuildOptions) er
 	}
 	b := &builder{w: w, txn: txn, opts: opts, metric: w.metric, ctx: ctx,
 		valueLen: w.metric.valueLen(w.dims), drawer: newLevelDrawer(opts.Seed, opts.M)}
+	budget, _ := w.db.env.MemoryBudget(opts.MemoryBudget)
+	restore := capGoHeap(budget)
 	err := b.run()
 	b.closeReaders()
+	restore()
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ErrCancelled) {
 			err = fmt.Errorf("%w: %v", ErrCancelled, err)
@@ -436,7 +439,7 @@ func (b *builder) prepareCodes() error {
 	}
 	mode := b.opts.ReadMode
 	if mode == ReadAuto {
-		mode = chooseReadMode(b.metric, used, budget,
+		mode = buildReadMode(b.metric, used, budget, int64(len(b.toInsert)),
 			codesBytes(b.meta.Items.GetCardinality(), b.w.dims, b.meta.Items.Maximum()))
 	}
 	if mode != ReadCompressed {
@@ -457,9 +460,35 @@ func (b *builder) prepareCodes() error {
 	if p := b.opts.Progress; p != nil {
 		p.codes.Store(true)
 	}
-	// Links too, with what is left of half the budget: the rest of it is this transaction's
-	// own (its new vectors and changed pages) and the build's graph.
-	return b.codes.loadLinks(txn, src, budget/2-b.codes.bytes())
+	// Links too, with what is left of half the budget once the build's own memory is set
+	// aside: the other half is the page cache the build reads links and vectors through.
+	return b.codes.loadLinks(txn, src, buildReadBudget(budget, int64(len(b.toInsert)))/2-b.codes.bytes())
+}
+
+// buildBytesPerInsert is the memory a build sets aside per item it inserts before it plans its
+// reads: the lists of the items it touches (about four per insertion), the item's own lists and
+// the pages the write-back dirties (measured: about 700 bytes).
+const buildBytesPerInsert = 1 << 10
+
+// buildReadBudget is what is left of budget for reading once a build inserting inserts items
+// has set its own memory aside.
+func buildReadBudget(budget, inserts int64) int64 {
+	return max(budget-inserts*buildBytesPerInsert, 0)
+}
+
+// buildReadMode is chooseReadMode for a build: the file is read in place when it fits in what
+// the build leaves of the budget, and otherwise through codes whenever they fit in the budget
+// at all. A reader falls back to exact vectors page by page sooner: a search touches a few
+// hundred pages, but a build walking exact vectors through too small a page cache reads
+// without end.
+func buildReadMode(metric Metric, fileBytes, budget, inserts, codesCost int64) ReadMode {
+	switch {
+	case fileBytes <= buildReadBudget(budget, inserts):
+		return ReadMemory
+	case metric.quantizable() && codesCost <= budget:
+		return ReadCompressed
+	}
+	return ReadDisk
 }
 
 // parentSnapshot opens a read transaction on the commit this write transaction started from,

@@ -135,9 +135,7 @@ func (wk *worker) neighbours(id uint32, layer int, dst []uint32) ([]uint32, erro
 	if n := wk.b.nodes.get(id); n != nil {
 		n.mu.Lock()
 		if layer < len(n.layers) && n.layers[layer].loaded {
-			for _, s := range n.layers[layer].links {
-				dst = append(dst, s.id)
-			}
+			dst = append(dst, n.layers[layer].ids...)
 			n.mu.Unlock()
 			return dst, nil
 		}

@@ -360,3 +360,29 @@ func TestCodesWithSparseIDs(t *testing.T) {
 		}
 	}
 }
+
+// A build reads in place what fits once its own memory is set aside, walks codes whenever they
+// fit in the budget (a build through too small a page cache never ends), and reads exact
+// vectors only when even the codes do not fit, or for binary metrics.
+func TestBuildReadMode(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		metric                       Metric
+		file, budget, inserts, codes int64
+		want                         ReadMode
+	}{
+		{Euclidean, 100 * mib, 200 * mib, 1000, 10 * mib, ReadMemory},
+		{Euclidean, 100 * mib, 120 * mib, 25000, 10 * mib, ReadCompressed}, // fits, but not with 25,000 inserts
+		{Euclidean, 500 * mib, 60 * mib, 25000, 55 * mib, ReadCompressed},  // a reader would read the disk
+		{Euclidean, 500 * mib, 60 * mib, 0, 61 * mib, ReadDisk},
+		{BQEuclidean, 500 * mib, 60 * mib, 0, 10 * mib, ReadDisk},
+	} {
+		if got := buildReadMode(c.metric, c.file, c.budget, c.inserts, c.codes); got != c.want {
+			t.Errorf("buildReadMode(%v, file %d MiB, budget %d MiB, %d inserts, codes %d MiB) = %v, want %v",
+				c.metric, c.file/mib, c.budget/mib, c.inserts, c.codes/mib, got, c.want)
+		}
+	}
+	if got := chooseReadMode(Euclidean, 500*mib, 60*mib, 55*mib); got != ReadDisk {
+		t.Errorf("a reader with codes over 3/4 of its budget: %v, want disk", got)
+	}
+}

@@ -21,7 +21,23 @@ type node struct {
 
 type layerLinks struct {
 	loaded bool
-	links  []scored // dist is NaN while unknown (links read from disk)
+	// ids are the neighbours, without their distances: a build holds one list per item it
+	// touches, and a pruning recomputes the few distances it needs far faster than the
+	// neighbour selection that follows (half the memory of keeping them).
+	ids []uint32
+}
+
+// roomFor returns ids with room for one more, grown by half (at most to limit while it is
+// under limit) when full.
+func roomFor(ids []uint32, limit int) []uint32 {
+	if len(ids) < cap(ids) {
+		return ids
+	}
+	c := max(len(ids)+len(ids)/2, 4)
+	if len(ids) < limit {
+		c = min(c, limit)
+	}
+	return append(make([]uint32, 0, c), ids...)
 }
 
 func (n *node) layer(l int) *layerLinks {

@@ -26,10 +26,9 @@ func (wk *worker) loadLayer(id uint32, n *node, layer int) (*layerLinks, error) 
 		return nil, err
 	}
 	wk.loadBuf = ids
-	// Room for the list to grow to its limit and no more (addLink re-prunes a full list): a
-	// build holds many of these, one per existing item that gains a link.
-	ll.links = make([]scored, 0, max(len(ids), wk.b.limit(layer)))
-	nan := float32(math.NaN())
+	// A little room to grow (addLink re-prunes a full list): a build holds many of these, one
+	// per existing item that gains a link.
+	ll.ids = make([]uint32, 0, max(len(ids), min(len(ids)+4, wk.b.limit(layer))))
 	for _, x := range ids {
 		if x == id {
 			n.dirty |= 1 << layer // drop self-links written by the reference
@@ -43,32 +42,31 @@ func (wk *worker) loadLayer(id uint32, n *node, layer int) (*layerLinks, error) 
 			n.dirty |= 1 << layer
 			continue
 		}
-		ll.links = append(ll.links, scored{nan, x})
+		ll.ids = append(ll.ids, x)
 	}
 	return ll, nil
 }
 
-// fillDistances computes the distances from id that are still unknown in links.
-func (wk *worker) fillDistances(id uint32, links []scored) error {
+// scoreLinks appends ids to dst with their distances from id (+Inf where either has no
+// vector).
+func (wk *worker) scoreLinks(id uint32, ids []uint32, dst []scored) ([]scored, error) {
 	v, err := wk.vector(id)
 	if err != nil {
-		return err
+		return dst, err
 	}
-	for i := range links {
-		if links[i].dist == links[i].dist {
-			continue
-		}
-		u, err := wk.vector(links[i].id)
+	v = wk.stable(v) // held while the others are read
+	for _, x := range ids {
+		u, err := wk.vector(x)
 		if err != nil {
-			return err
+			return dst, err
 		}
-		if v == nil || u == nil {
-			links[i].dist = float32(math.Inf(1))
-			continue
+		d := float32(math.Inf(1))
+		if v != nil && u != nil {
+			d = wk.dist(v, u)
 		}
-		links[i].dist = wk.dist(v, u)
+		dst = append(dst, scored{d, x})
 	}
-	return nil
+	return dst, nil
 }
 
 // addLink adds a link from p to q (at distance d) on layer, re-pruning p's list with q when it
@@ -84,20 +82,19 @@ func (wk *worker) addLink(p, q uint32, d float32, layer int) error {
 	if err != nil {
 		return err
 	}
-	for _, s := range ll.links {
-		if s.id == q {
-			return nil
-		}
-	}
-	n.dirty |= 1 << layer
-	if len(ll.links) < wk.b.limit(layer) {
-		ll.links = append(ll.links, scored{d, q})
+	if slices.Contains(ll.ids, q) {
 		return nil
 	}
-	if err := wk.fillDistances(p, ll.links); err != nil {
+	n.dirty |= 1 << layer
+	if limit := wk.b.limit(layer); len(ll.ids) < limit {
+		ll.ids = append(roomFor(ll.ids, limit), q)
+		return nil
+	}
+	cands, err := wk.scoreLinks(p, ll.ids, wk.scratch[:0])
+	if err != nil {
 		return err
 	}
-	cands := append(append(wk.scratch[:0], ll.links...), scored{d, q})
+	cands = append(cands, scored{d, q})
 	wk.scratch = cands
 	sel, err := wk.selectNeighbours(wk.sel[:0], cands, wk.b.limit(layer))
 	if err != nil {
@@ -113,7 +110,10 @@ func (wk *worker) addLink(p, q uint32, d float32, layer int) error {
 			}
 		}
 	}
-	ll.links = append(ll.links[:0], sel...)
+	ll.ids = ll.ids[:0]
+	for _, s := range sel {
+		ll.ids = append(ll.ids, s.id)
+	}
 	return nil
 }
 
@@ -128,16 +128,32 @@ func (b *builder) noteDropped(id uint32, layer int) {
 
 // setLinks replaces the list of q on layer.
 func (b *builder) setLinks(q uint32, layer int, links []scored) {
-	n := b.nodes.getOrPut(q, &node{})
-	n.mu.Lock()
-	ll := n.layer(layer)
+	b.setList(q, layer, len(links), func(ids []uint32) []uint32 {
+		for _, s := range links {
+			ids = append(ids, s.id)
+		}
+		return ids
+	})
+}
+
+// setLinkIDs replaces the list of q on layer with ids.
+func (b *builder) setLinkIDs(q uint32, layer int, ids []uint32) {
+	b.setList(q, layer, len(ids), func(dst []uint32) []uint32 { return append(dst, ids...) })
+}
+
+// setList replaces the list of q on layer with the n ids fill appends.
+func (b *builder) setList(q uint32, layer, n int, fill func([]uint32) []uint32) {
+	nd := b.nodes.getOrPut(q, &node{})
+	nd.mu.Lock()
+	ll := nd.layer(layer)
 	ll.loaded = true
-	if limit := b.limit(layer); cap(ll.links) < limit {
-		ll.links = make([]scored, 0, limit) // room for the links added later
+	if cap(ll.ids) < n {
+		// Room for a few links added later; roomFor grows it as they come.
+		ll.ids = make([]uint32, 0, max(n, min(n+4, b.limit(layer))))
 	}
-	ll.links = append(ll.links[:0], links...)
-	n.dirty |= 1 << layer
-	n.mu.Unlock()
+	ll.ids = fill(ll.ids[:0])
+	nd.dirty |= 1 << layer
+	nd.mu.Unlock()
 }
 
 // topEntryPoints returns the graph's entry points and top layer.

@@ -7,8 +7,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // MemoryBudgetEnv is the environment variable that sets the memory budget (in bytes, or with a
@@ -211,4 +214,53 @@ func memoryBudget(explicit int64) (budget int64, source string) {
 		return math.MaxInt64, "unlimited"
 	}
 	return int64(float64(avail) * budgetShare), "automatic"
+}
+
+// goLimitMu guards the Go runtime's soft memory limit while builds lower it.
+var (
+	goLimitMu     sync.Mutex
+	goLimitUsers  int
+	goLimitBefore int64
+)
+
+// capGoHeap lowers the Go runtime's soft memory limit (debug.SetMemoryLimit) to what the Go
+// runtime holds now plus budget, for the length of a build: without it the collector lets the
+// heap grow to twice what is live before it runs, and under a memory limit that headroom is the
+// page cache the build reads through, or the margin before the kernel kills the process. A
+// limit set before (GOMEMLIMIT) is kept if it is lower. Concurrent builds share the lowest
+// limit; the last to finish restores the one from before. The returned function restores.
+func capGoHeap(budget int64) (restore func()) {
+	if budget <= 0 || budget == math.MaxInt64 {
+		return func() {}
+	}
+	// Measured after a collection, so that garbage and idle spans do not count as held.
+	debug.FreeOSMemory()
+	samples := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(samples)
+	var held int64
+	if samples[0].Value.Kind() == metrics.KindUint64 && samples[1].Value.Kind() == metrics.KindUint64 {
+		held = int64(samples[0].Value.Uint64() - samples[1].Value.Uint64())
+	}
+	limit := held + budget
+	if limit < held { // overflow
+		return func() {}
+	}
+	goLimitMu.Lock()
+	cur := debug.SetMemoryLimit(-1)
+	if goLimitUsers == 0 {
+		goLimitBefore = cur
+	}
+	goLimitUsers++
+	if limit < cur {
+		debug.SetMemoryLimit(limit)
+	}
+	goLimitMu.Unlock()
+	return func() {
+		goLimitMu.Lock()
+		goLimitUsers--
+		if goLimitUsers == 0 {
+			debug.SetMemoryLimit(goLimitBefore)
+		}
+		goLimitMu.Unlock()
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 )
 
@@ -83,4 +84,41 @@ func TestMemoryInfoNothingKnown(t *testing.T) {
 	if b, src := memoryBudget(0); b <= 0 || src == "" {
 		t.Fatalf("budget %d from %q", b, src)
 	}
+}
+
+// A build under a budget lowers the Go runtime's soft memory limit for its length; overlapping
+// builds share it and the last one restores what was set before; an unlimited budget leaves it.
+func TestCapGoHeap(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(before)
+	debug.SetMemoryLimit(math.MaxInt64)
+
+	capGoHeap(math.MaxInt64)()
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Fatalf("an unlimited budget set the limit to %d", got)
+	}
+	restore1 := capGoHeap(64 << 20)
+	first := debug.SetMemoryLimit(-1)
+	if first == math.MaxInt64 || first < 64<<20 {
+		t.Fatalf("limit %d under a 64 MiB budget: want what the runtime holds plus 64 MiB", first)
+	}
+	restore2 := capGoHeap(1 << 40) // a higher one does not raise it
+	if got := debug.SetMemoryLimit(-1); got != first {
+		t.Fatalf("a second, larger budget changed the limit: %d, want %d", got, first)
+	}
+	restore1()
+	if got := debug.SetMemoryLimit(-1); got != first {
+		t.Fatalf("the limit was restored while a build still runs: %d", got)
+	}
+	restore2()
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Fatalf("the last build did not restore the limit: %d", got)
+	}
+	// A GOMEMLIMIT lower than the build's own is kept.
+	debug.SetMemoryLimit(1 << 20)
+	restore := capGoHeap(64 << 20)
+	if got := debug.SetMemoryLimit(-1); got != 1<<20 {
+		t.Fatalf("a lower limit set before was raised to %d", got)
+	}
+	restore()
 }

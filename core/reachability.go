@@ -42,8 +42,8 @@ func (b *builder) fixOrphans() error {
 		}
 		b.nodes.each(func(id uint32, n *node) {
 			for l := range n.layers {
-				for _, s := range n.layers[l].links {
-					key := uint64(s.id)<<8 | uint64(l)
+				for _, x := range n.layers[l].ids {
+					key := uint64(x)<<8 | uint64(l)
 					if c, ok := counts[key]; ok {
 						counts[key] = c + 1
 					}

@@ -4,7 +4,6 @@ package core
 
 import (
 	"fmt"
-	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -140,9 +139,9 @@ func (b *builder) repairDeletions() error {
 	// Count the links of the relinked lists, then reconnect the items no link points to.
 	for _, j := range jobs {
 		n := b.nodes.get(j.id)
-		for _, s := range n.layers[j.layer].links {
-			if c, ok := atRisk[uint64(s.id)<<8|uint64(j.layer)]; ok {
-				atRisk[uint64(s.id)<<8|uint64(j.layer)] = c + 1
+		for _, x := range n.layers[j.layer].ids {
+			if c, ok := atRisk[uint64(x)<<8|uint64(j.layer)]; ok {
+				atRisk[uint64(x)<<8|uint64(j.layer)] = c + 1
 			}
 		}
 	}
@@ -245,14 +244,20 @@ func (wk *worker) reconnect(id uint32, layer int, seeds []scored) error {
 	if err != nil {
 		return err
 	}
-	if err := wk.fillDistances(w.id, ll.links); err != nil {
+	links, err := wk.scoreLinks(w.id, ll.ids, wk.scratch[:0])
+	if err != nil {
 		return err
 	}
-	sortScored(ll.links)
-	if len(ll.links) >= wk.b.limit(layer) {
-		ll.links = ll.links[:wk.b.limit(layer)-1]
+	wk.scratch = links
+	sortScored(links)
+	if limit := wk.b.limit(layer); len(links) >= limit {
+		links = links[:limit-1]
 	}
-	ll.links = append(ll.links, scored{w.dist, id})
+	ll.ids = ll.ids[:0]
+	for _, s := range links {
+		ll.ids = append(ll.ids, s.id)
+	}
+	ll.ids = append(roomFor(ll.ids, wk.b.limit(layer)), id)
 	n.dirty |= 1 << layer
 	return nil
 }
@@ -268,12 +273,7 @@ func (wk *worker) hasLink(p, q uint32, layer int) bool {
 	if layer >= len(n.layers) {
 		return false
 	}
-	for _, s := range n.layers[layer].links {
-		if s.id == q {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(n.layers[layer].ids, q)
 }
 
 // repair relinks id on layer without its deleted neighbours.
@@ -312,18 +312,16 @@ func (wk *worker) repair(id uint32, layer int) error {
 			return err
 		}
 	}
-	links := make([]scored, len(cands))
-	for i, x := range cands {
-		links[i] = scored{float32(math.NaN()), x}
+	if len(cands) <= b.limit(layer) {
+		b.setLinkIDs(id, layer, cands)
+		return nil
 	}
-	if len(links) > b.limit(layer) {
-		if err := wk.fillDistances(id, links); err != nil {
-			return err
-		}
-		links, err = wk.selectNeighbours(nil, links, b.limit(layer))
-		if err != nil {
-			return err
-		}
+	links, err := wk.scoreLinks(id, cands, nil)
+	if err != nil {
+		return err
+	}
+	if links, err = wk.selectNeighbours(nil, links, b.limit(layer)); err != nil {
+		return err
 	}
 	b.setLinks(id, layer, links)
 	return nil

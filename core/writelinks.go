@@ -48,10 +48,7 @@ func (b *builder) writeLinks() error {
 			if e.n.dirty&(1<<l) == 0 || !e.n.layers[l].loaded {
 				continue
 			}
-			ids = ids[:0]
-			for _, s := range e.n.layers[l].links {
-				ids = append(ids, s.id)
-			}
+			ids = append(ids[:0], e.n.layers[l].ids...)
 			slices.Sort(ids)
 			ids = slices.Compact(ids)
 			var err error

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -154,11 +155,21 @@ func (w *Writer) Build(ctx context.Context, txn *WriteTxn, opts BuildOptions) er
 	}
 	b := &builder{w: w, txn: txn, opts: opts, metric: w.metric, ctx: ctx,
 		valueLen: w.metric.valueLen(w.dims), drawer: newLevelDrawer(opts.Seed, opts.M)}
+	// When the file is not small beside the budget, the Go heap is held to the budget.
 	budget, _ := w.db.env.MemoryBudget(opts.MemoryBudget)
-	restore := capGoHeap(budget)
+	if used, err := w.db.env.UsedBytes(); err == nil && used > budget/4 {
+		b.heap = capGoHeap(budget)
+	}
 	err := b.run()
 	b.closeReaders()
-	restore()
+	b.heap.restore()
+	if b.readMode == ReadCompressed || b.readMode == ReadDisk {
+		// A build that read through codes or the disk ran short of memory: hand its graph and
+		// codes back to the system now rather than when the scavenger gets to them (the commit
+		// and the readers that follow want that memory).
+		b.codes = nil
+		debug.FreeOSMemory()
+	}
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ErrCancelled) {
 			err = fmt.Errorf("%w: %v", ErrCancelled, err)
@@ -207,6 +218,11 @@ type builder struct {
 	droppedMu sync.Mutex
 	dropped   map[uint64]bool
 	relinking bool // set once insertion is over: every drop counts
+
+	// heap holds the Go heap to the memory budget while the build runs (nil: not capped).
+	heap *goHeapCap
+	// readMode is how the last commit's vectors are read (ReadAuto before it is decided).
+	readMode ReadMode
 
 	failed  atomic.Bool
 	errOnce sync.Once
@@ -442,6 +458,7 @@ func (b *builder) prepareCodes() error {
 		mode = buildReadMode(b.metric, used, budget, int64(len(b.toInsert)),
 			codesBytes(b.meta.Items.GetCardinality(), b.w.dims, b.meta.Items.Maximum()))
 	}
+	b.readMode = mode
 	if mode != ReadCompressed {
 		return nil
 	}
@@ -462,7 +479,14 @@ func (b *builder) prepareCodes() error {
 	}
 	// Links too, with what is left of half the budget once the build's own memory is set
 	// aside: the other half is the page cache the build reads links and vectors through.
-	return b.codes.loadLinks(txn, src, buildReadBudget(budget, int64(len(b.toInsert)))/2-b.codes.bytes())
+	reserve := int64(len(b.toInsert)) * buildBytesPerInsert
+	if err := b.codes.loadLinks(txn, src, buildReadBudget(budget, int64(len(b.toInsert)))/2-b.codes.bytes()); err != nil {
+		return err
+	}
+	// What the Go heap needs from here on is known: the codes, the links and the graph. Holding
+	// it to that (with a margin for the collector) leaves the rest to the page cache.
+	b.heap.lower(b.codes.bytes() + reserve + reserve/2 + 16<<20)
+	return nil
 }
 
 // buildBytesPerInsert is the memory a build sets aside per item it inserts before it plans its

@@ -223,44 +223,75 @@ var (
 	goLimitBefore int64
 )
 
+// goHeapCap is a lowered Go soft memory limit held by a build (see capGoHeap).
+type goHeapCap struct {
+	held int64 // what the Go runtime held when the build began
+	done bool
+}
+
 // capGoHeap lowers the Go runtime's soft memory limit (debug.SetMemoryLimit) to what the Go
 // runtime holds now plus budget, for the length of a build: without it the collector lets the
 // heap grow to twice what is live before it runs, and under a memory limit that headroom is the
 // page cache the build reads through, or the margin before the kernel kills the process. A
 // limit set before (GOMEMLIMIT) is kept if it is lower. Concurrent builds share the lowest
-// limit; the last to finish restores the one from before. The returned function restores.
-func capGoHeap(budget int64) (restore func()) {
+// limit; the last to finish restores the one from before. nil (no cap) for an unlimited
+// budget; the methods accept nil.
+func capGoHeap(budget int64) *goHeapCap {
 	if budget <= 0 || budget == math.MaxInt64 {
-		return func() {}
+		return nil
 	}
 	// Measured after a collection, so that garbage and idle spans do not count as held.
 	debug.FreeOSMemory()
 	samples := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
 	metrics.Read(samples)
-	var held int64
+	c := &goHeapCap{}
 	if samples[0].Value.Kind() == metrics.KindUint64 && samples[1].Value.Kind() == metrics.KindUint64 {
-		held = int64(samples[0].Value.Uint64() - samples[1].Value.Uint64())
-	}
-	limit := held + budget
-	if limit < held { // overflow
-		return func() {}
+		c.held = int64(samples[0].Value.Uint64() - samples[1].Value.Uint64())
 	}
 	goLimitMu.Lock()
-	cur := debug.SetMemoryLimit(-1)
+	defer goLimitMu.Unlock()
 	if goLimitUsers == 0 {
-		goLimitBefore = cur
+		goLimitBefore = debug.SetMemoryLimit(-1)
 	}
 	goLimitUsers++
-	if limit < cur {
+	c.lowerLocked(budget)
+	return c
+}
+
+// lower lowers the limit to what the runtime held at the start plus need, once the build knows
+// what it needs (never raises it).
+func (c *goHeapCap) lower(need int64) {
+	if c == nil {
+		return
+	}
+	goLimitMu.Lock()
+	defer goLimitMu.Unlock()
+	c.lowerLocked(need)
+}
+
+func (c *goHeapCap) lowerLocked(need int64) {
+	if c.done {
+		return
+	}
+	limit := c.held + need
+	if limit > c.held && limit < debug.SetMemoryLimit(-1) {
 		debug.SetMemoryLimit(limit)
 	}
-	goLimitMu.Unlock()
-	return func() {
-		goLimitMu.Lock()
-		goLimitUsers--
-		if goLimitUsers == 0 {
-			debug.SetMemoryLimit(goLimitBefore)
-		}
-		goLimitMu.Unlock()
+}
+
+// restore ends the cap; the last build to end restores the limit from before the first.
+func (c *goHeapCap) restore() {
+	if c == nil {
+		return
+	}
+	goLimitMu.Lock()
+	defer goLimitMu.Unlock()
+	if c.done {
+		return
+	}
+	c.done = true
+	goLimitUsers--
+	if goLimitUsers == 0 {
+		debug.SetMemoryLimit(goLimitBefore)
 	}
 }

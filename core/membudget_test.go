@@ -93,32 +93,44 @@ func TestCapGoHeap(t *testing.T) {
 	defer debug.SetMemoryLimit(before)
 	debug.SetMemoryLimit(math.MaxInt64)
 
-	capGoHeap(math.MaxInt64)()
-	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
-		t.Fatalf("an unlimited budget set the limit to %d", got)
+	if c := capGoHeap(math.MaxInt64); c != nil {
+		t.Fatal("an unlimited budget capped the heap")
 	}
-	restore1 := capGoHeap(64 << 20)
+	c1 := capGoHeap(64 << 20)
 	first := debug.SetMemoryLimit(-1)
 	if first == math.MaxInt64 || first < 64<<20 {
 		t.Fatalf("limit %d under a 64 MiB budget: want what the runtime holds plus 64 MiB", first)
 	}
-	restore2 := capGoHeap(1 << 40) // a higher one does not raise it
+	c2 := capGoHeap(1 << 40) // a higher one does not raise it
 	if got := debug.SetMemoryLimit(-1); got != first {
 		t.Fatalf("a second, larger budget changed the limit: %d, want %d", got, first)
 	}
-	restore1()
-	if got := debug.SetMemoryLimit(-1); got != first {
+	c1.lower(32 << 20) // the build knows what it needs: lowered, never raised
+	lowered := debug.SetMemoryLimit(-1)
+	if lowered != first-32<<20 {
+		t.Fatalf("lowered to %d, want %d", lowered, first-32<<20)
+	}
+	c1.lower(48 << 20)
+	if got := debug.SetMemoryLimit(-1); got != lowered {
+		t.Fatalf("lower raised the limit to %d", got)
+	}
+	c1.restore()
+	c1.restore() // twice is once
+	if got := debug.SetMemoryLimit(-1); got != lowered {
 		t.Fatalf("the limit was restored while a build still runs: %d", got)
 	}
-	restore2()
+	c2.restore()
 	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
 		t.Fatalf("the last build did not restore the limit: %d", got)
 	}
 	// A GOMEMLIMIT lower than the build's own is kept.
 	debug.SetMemoryLimit(1 << 20)
-	restore := capGoHeap(64 << 20)
+	c := capGoHeap(64 << 20)
 	if got := debug.SetMemoryLimit(-1); got != 1<<20 {
 		t.Fatalf("a lower limit set before was raised to %d", got)
 	}
-	restore()
+	c.restore()
+	var none *goHeapCap
+	none.lower(1)
+	none.restore()
 }

@@ -252,6 +252,49 @@ def test_sigkill_during_a_build_under_the_limit(big: Dict[str, object]) -> None:
         assert len(r.by_vec(base[123], n=10)) == 10  # type: ignore[index]
 
 
+BUILD = textwrap.dedent("""
+    import json, sys, numpy as np, hannoy
+    path, base_file, chunks = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    base = np.load(base_file, mmap_mode="r")  # file pages: the chunk in hand is copied out
+    n = len(base)
+    db = hannoy.Database(path, hannoy.Metric.EUCLIDEAN)
+    for c in range(chunks):
+        s, e = c * n // chunks, (c + 1) * n // chunks
+        v = np.array(base[s:e])
+        with db.writer(v.shape[1], m=16, ef=96, seed=1) as w:
+            w.add_items(np.arange(s, e), v)
+        del v
+        print(json.dumps({"chunk": c}), flush=True)
+    print(json.dumps({"n": n}))
+""")
+
+
+def test_chunked_build_under_the_limit(big: Dict[str, object]) -> None:
+    """The whole index built again, in 10 commits, inside the limit the search tests use (a
+    quarter of the finished file plus 48 MiB): the build is never killed, and what it built
+    searches as well as the unlimited build."""
+    root = Path(str(big["root"]))
+    np.save(root / "base.npy", big["base"])
+    path = root / "built-under-limit"
+    limit = int(big["limit"])  # type: ignore[arg-type]
+    rc, res, err, ooms, peak = run_limited(BUILD, limit, 900, str(path), str(root / "base.npy"), "10")
+    (root / "base.npy").unlink()
+    assert rc == 0 and ooms == 0, "exit %d, %d OOM kills\n%s" % (rc, ooms, err[-3000:])
+    print("built %d vectors in 10 commits under %d MiB: peak %d MiB" % (N, limit // MIB, peak // MIB))
+    assert res == {"n": N}
+    assert hannoy.verify(path)["txn_id"] > 0
+    # What was built under the limit answers like the unlimited build (read without a limit).
+    queries, truth = np.load(root / "queries.npy"), np.load(root / "truth.npy")
+    with hannoy.Database(path, Metric.EUCLIDEAN) as db, db.reader() as r:
+        assert len(r) == N
+        hits = sum(len({i for i, _ in r.by_vec(q, n=10, ef_search=100)} & set(t.tolist()))
+                   for q, t in zip(queries, truth))
+        base = big["base"]
+        for item in (0, N // 2, N - 1):
+            np.testing.assert_array_equal(r.item_vector(item), base[item])  # type: ignore[index]
+    assert hits / (10 * len(queries)) >= 0.95
+
+
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "tmpfs"

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -359,44 +360,95 @@ func TestF32BytesDecodeF32(t *testing.T) {
 }
 
 func TestImpl(t *testing.T) {
-	t.Logf("Impl() = %q, GOARCH=%s", Impl(), runtime.GOARCH)
+	t.Logf("Impl() = %q, XorPopcount %q, GOARCH=%s", Impl(), xorImplName, runtime.GOARCH)
 	switch Impl() {
-	case "avx2+fma", "generic":
+	case "avx512", "avx2+fma", "generic":
 	default:
 		t.Fatalf("Impl() = %q", Impl())
 	}
-	if want := selectKernels().name; Impl() != want {
-		t.Errorf("Impl() = %q, selectKernels chose %q", Impl(), want)
+	best := selectKernels()
+	if Impl() != best.name || xorImplName != best.xorName {
+		t.Errorf("Impl() = %q/%q, selectKernels chose %q/%q", Impl(), xorImplName, best.name, best.xorName)
 	}
-	if s := simdKernels(); len(s) > 0 && s[0].name == "avx2+fma" && Impl() != "avx2+fma" {
-		t.Errorf("AVX2+FMA available but Impl() = %q", Impl())
+	// The best set this CPU can run comes first, and is the one in use.
+	if s := simdKernels(); len(s) > 0 && Impl() != s[0].name {
+		t.Errorf("%s available but Impl() = %q", s[0].name, Impl())
 	}
 }
 
-// TestGODEBUGForcesGeneric runs this test binary again with GODEBUG=cpu.avx2=off,cpu.fma=off
-// and checks that it then chooses the generic kernels.
-func TestGODEBUGForcesGeneric(t *testing.T) {
-	if want := os.Getenv("VECMATH_TEST_WANT_IMPL"); want != "" {
-		if Impl() != want {
-			t.Fatalf("Impl() = %q with GODEBUG=%q, want %q", Impl(), os.Getenv("GODEBUG"), want)
-		}
-		return
+// TestExpectedKernels checks the kernels chosen at start-up against HANNOY_EXPECT_KERNELS,
+// "impl" or "impl/xor" (e.g. "avx2+fma" or "generic/generic"), which the Makefile sets next to
+// a GODEBUG setting: it fails if the dispatch chose anything else, so a GODEBUG switch that
+// stopped working would be caught. It skips when the variable is unset, and when this CPU (as
+// filtered by GODEBUG) cannot run the expected kernels at all, e.g. avx2+fma on a CPU without
+// AVX2.
+func TestExpectedKernels(t *testing.T) {
+	want := os.Getenv("HANNOY_EXPECT_KERNELS")
+	if want == "" {
+		t.Skip("HANNOY_EXPECT_KERNELS is not set")
+	}
+	wantImpl, wantXor, hasXor := strings.Cut(want, "/")
+	sets := append([]kernelSet{genericKernels}, simdKernels()...)
+	available := func(match func(kernelSet) bool) bool { return slices.ContainsFunc(sets, match) }
+	if !available(func(k kernelSet) bool { return k.name == wantImpl }) {
+		t.Skipf("this CPU cannot run the %q kernels (GODEBUG=%q)", wantImpl, os.Getenv("GODEBUG"))
+	}
+	if hasXor && !available(func(k kernelSet) bool { return k.xorName == wantXor }) {
+		t.Skipf("this CPU cannot run the %q XorPopcount (GODEBUG=%q)", wantXor, os.Getenv("GODEBUG"))
+	}
+	if Impl() != wantImpl {
+		t.Errorf("Impl() = %q with GODEBUG=%q, want %q", Impl(), os.Getenv("GODEBUG"), wantImpl)
+	}
+	if hasXor && xorImplName != wantXor {
+		t.Errorf("XorPopcount is %q with GODEBUG=%q, want %q", xorImplName, os.Getenv("GODEBUG"), wantXor)
+	}
+}
+
+// TestGODEBUGSelectsKernels runs this test binary again under each GODEBUG switch and checks,
+// with TestExpectedKernels, which kernels it then chooses.
+func TestGODEBUGSelectsKernels(t *testing.T) {
+	if os.Getenv("HANNOY_EXPECT_KERNELS") != "" {
+		t.Skip("in a subprocess, or under the Makefile's expectation")
 	}
 	if runtime.GOARCH != "amd64" {
-		t.Skip("the cpu.avx2 GODEBUG option exists on amd64 only")
+		t.Skip("the cpu.* GODEBUG options of these kernels exist on amd64 only")
 	}
 	if testing.Short() {
-		t.Skip("runs a subprocess")
+		t.Skip("runs subprocesses")
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Skip(err)
 	}
-	cmd := exec.Command(exe, "-test.run=^TestGODEBUGForcesGeneric$", "-test.v")
-	cmd.Env = append(os.Environ(), "GODEBUG=cpu.avx2=off,cpu.fma=off", "VECMATH_TEST_WANT_IMPL=generic")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("subprocess: %v\n%s", err, out)
+	cases := []struct{ godebug, want string }{
+		// AVX-512 off: the AVX2 kernels and POPCNT.
+		{"cpu.avx512f=off", "avx2+fma/popcnt"},
+		// AVX2 off: the portable float kernels; the AVX-512 ones need AVX2 too.
+		{"cpu.avx2=off,cpu.fma=off", "generic/popcnt"},
+		{"cpu.fma=off", "generic/popcnt"},
+		// Everything off.
+		{"cpu.avx2=off,cpu.fma=off,cpu.popcnt=off", "generic/generic"},
+		// POPCNT off: the float kernels are unaffected; XorPopcount is portable.
+		{"cpu.popcnt=off", Impl() + "/generic"},
+	}
+	// What this process (run without these switches) can run: a subprocess must not skip an
+	// expectation this CPU can meet.
+	sets := append([]kernelSet{genericKernels}, simdKernels()...)
+	for _, c := range cases {
+		wantImpl, wantXor, _ := strings.Cut(c.want, "/")
+		canRun := slices.ContainsFunc(sets, func(k kernelSet) bool { return k.name == wantImpl }) &&
+			slices.ContainsFunc(sets, func(k kernelSet) bool { return k.xorName == wantXor })
+		cmd := exec.Command(exe, "-test.run=^TestExpectedKernels$", "-test.v")
+		cmd.Env = append(os.Environ(), "GODEBUG="+c.godebug, "HANNOY_EXPECT_KERNELS="+c.want)
+		out, err := cmd.CombinedOutput()
+		switch passed := strings.Contains(string(out), "--- PASS: TestExpectedKernels"); {
+		case err != nil:
+			t.Errorf("GODEBUG=%s: %v\n%s", c.godebug, err, out)
+		case !passed && canRun:
+			t.Errorf("GODEBUG=%s: this CPU can run %s, but the subprocess did not check it:\n%s", c.godebug, c.want, out)
+		case !passed:
+			t.Logf("GODEBUG=%s: %s not checked, this CPU cannot run it", c.godebug, c.want)
+		}
 	}
 }
 

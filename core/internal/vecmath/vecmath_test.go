@@ -101,12 +101,15 @@ func unaligned(v []float32, off int) []byte {
 	return buf[off:len(buf):len(buf)]
 }
 
+// testLengths are the vector lengths (in elements) the kernel tests use: every length up to
+// 300, which covers every tail of the 8-, 16-, 32- and 64-element loops several times over,
+// and the usual embedding sizes.
 var testLengths = func() []int {
 	var l []int
-	for n := 0; n <= 70; n++ {
+	for n := 0; n <= 300; n++ {
 		l = append(l, n)
 	}
-	return append(l, 127, 128, 129, 384, 768, 784, 1536)
+	return append(l, 384, 768, 784, 1536, 4096)
 }()
 
 func TestFloatKernelsAgainstFloat64(t *testing.T) {
@@ -172,10 +175,21 @@ func TestSIMDMatchesGeneric(t *testing.T) {
 					t.Errorf("%s %s n=%d: simd %v, generic %v", k.name, fk.name, n, got, want)
 				}
 			}
-			// Raw random bytes for the bit kernel.
+			// Raw random bytes for the bit kernel, and as 8-bit codes.
 			ra, rb := make([]byte, 4*n+3), make([]byte, 4*n+3)
 			fillRand(r, ra)
 			fillRand(r, rb)
+			for _, off := range []int{0, 1, 3} {
+				c := ra[off : off+n]
+				var mag float64
+				for i := range n {
+					mag += math.Abs(float64(va[i]) * float64(c[i]))
+				}
+				got, want := k.dotU8(va, c), dotU8Generic(va, c)
+				if d := math.Abs(float64(got) - float64(want)); d > 2e-5*mag+1e-6 || math.IsNaN(d) {
+					t.Errorf("%s DotU8 n=%d off=%d: simd %v, generic %v", k.name, n, off, got, want)
+				}
+			}
 			for _, off := range []int{0, 1, 2, 3} {
 				if got, want := k.xorPopcount(ra[off:], rb[3-off:]), xorPopcountGeneric(ra[off:], rb[3-off:]); got != want {
 					t.Errorf("%s XorPopcount len=%d off=%d: simd %d, generic %d", k.name, 4*n+3, off, got, want)
@@ -565,6 +579,81 @@ func BenchmarkDotU8(b *testing.B) {
 					sinkF = fn(w, c)
 				}
 			})
+		}
+	}
+}
+
+// inBuffer returns the encoding of v at byte offset off of a buffer whose remaining bytes,
+// before and after the data (in its spare capacity), are poison: NaN for the float kernels.
+func inBuffer(v []float32, off int, poison byte) []byte {
+	buf := slices.Repeat([]byte{poison}, off+4*len(v)+64)
+	F32Bytes(buf[off:off], v)
+	return buf[off : off+4*len(v)]
+}
+
+// TestTailExact puts large, distinct integers in the last 16 elements (the masked or scalar
+// tail of every implementation) and small ones before them, with NaN bytes right after the
+// data: every sum is an integer below 2^24, exact in any order, so a kernel that dropped,
+// repeated or mismatched a tail element, or read past the end, gives a wrong result.
+func TestTailExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for _, n := range testLengths {
+		va, vb := make([]float32, n), make([]float32, n)
+		w, codes := make([]float32, n), make([]byte, n)
+		var dot, l2, l1, u8 int64
+		for i := range n {
+			x, y, c, wi := int64(r.IntN(9)-4), int64(r.IntN(9)-4), int64(r.IntN(256)), int64(r.IntN(5)-2)
+			if k := int64(n - i); k <= 16 { // the last 16 elements
+				x, y, c, wi = 256+3*k, -(300 + 5*k), 255-k, 100+k
+			}
+			va[i], vb[i], codes[i], w[i] = float32(x), float32(y), byte(c), float32(wi)
+			dot += x * y
+			l2 += (x - y) * (x - y)
+			l1 += max(x-y, y-x)
+			u8 += wi * c
+		}
+		want := map[string]float32{"Dot": float32(dot), "SquaredL2": float32(l2), "L1": float32(l1)}
+		for _, off := range []int{0, 1, 2, 3} {
+			a, b := inBuffer(va, off, 0xff), inBuffer(vb, 3-off, 0xff)
+			c := append(make([]byte, off, off+n+64), codes...)[off:]
+			for _, k := range impls() {
+				for _, fk := range floatKernels(k) {
+					if got := fk.fn(a, b); got != want[fk.name] {
+						t.Errorf("%s %s n=%d off=%d: got %v, want exactly %v", k.name, fk.name, n, off, got, want[fk.name])
+					}
+				}
+				if got := k.dotU8(w, c); got != float32(u8) {
+					t.Errorf("%s DotU8 n=%d off=%d: got %v, want exactly %v", k.name, n, off, got, float32(u8))
+				}
+			}
+		}
+	}
+}
+
+// TestXorPopcountTail sets the last (up to) 64 bytes to differ in every bit, and the bytes
+// before them to be equal, at every byte length up to 1,200 and a few long ones, with
+// differing bytes right after the data: the count must be exactly 8 per tail byte.
+func TestXorPopcountTail(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	lens := make([]int, 0, 1210)
+	for n := 0; n <= 1200; n++ {
+		lens = append(lens, n)
+	}
+	lens = append(lens, 2047, 2048, 2049, 16383, 16384, 16385)
+	for _, n := range lens {
+		for _, off := range []int{0, 3} {
+			a := make([]byte, off+n+64)
+			fillRand(r, a)
+			b := slices.Clone(a)
+			for i := max(off+n-64, off); i < len(b); i++ {
+				b[i] = ^a[i] // the tail, and the poison after the data
+			}
+			want := uint64(8 * min(n, 64))
+			for _, k := range impls() {
+				if got := k.xorPopcount(a[off:off+n], b[off:off+n]); got != want {
+					t.Errorf("%s/%s XorPopcount n=%d off=%d: got %d, want %d", k.name, k.xorName, n, off, got, want)
+				}
+			}
 		}
 	}
 }

@@ -471,10 +471,15 @@ var (
 	sinkU uint64
 )
 
+// benchDims are the vector sizes of the float and DotU8 benchmarks: hannoy's usual embedding
+// sizes (50-1536). Each size has one sub-benchmark per implementation this CPU can run, named
+// implementation/size, so that one run compares them (e.g. -bench 'Dot/.*/768$').
+var benchDims = []int{50, 128, 256, 768, 784, 1536}
+
 func benchFloat(b *testing.B, pick func(kernelSet) func(a, b []byte) float32) {
 	r := rand.New(rand.NewPCG(13, 14))
 	sets := append([]kernelSet{genericKernels}, simdKernels()...)
-	for _, dim := range []int{128, 384, 768, 1536} {
+	for _, dim := range benchDims {
 		// Offset 1: misaligned, like vectors read in place from LMDB.
 		x, y := unaligned(randFloats(r, dim), 1), unaligned(randFloats(r, dim), 1)
 		for _, k := range sets {
@@ -501,16 +506,17 @@ func BenchmarkL1(b *testing.B) {
 	benchFloat(b, func(k kernelSet) func(a, b []byte) float32 { return k.l1 })
 }
 
+// BenchmarkXorPopcount times every XorPopcount implementation this CPU can run (generic,
+// popcnt, vpopcntq), named implementation/bits.
 func BenchmarkXorPopcount(b *testing.B) {
 	r := rand.New(rand.NewPCG(15, 16))
-	sets := []kernelSet{genericKernels}
-	for _, k := range simdKernels() {
-		if k.xorName != "generic" {
+	var sets []kernelSet
+	for _, k := range append([]kernelSet{genericKernels}, simdKernels()...) {
+		if !slices.ContainsFunc(sets, func(s kernelSet) bool { return s.xorName == k.xorName }) {
 			sets = append(sets, k)
-			break
 		}
 	}
-	for _, nbits := range []int{128, 384, 768, 1536, 16384} {
+	for _, nbits := range []int{128, 256, 384, 768, 1024, 1536, 4096, 16384} {
 		x, y := make([]byte, nbits/8+1), make([]byte, nbits/8+1)
 		fillRand(r, x)
 		fillRand(r, y)
@@ -567,7 +573,7 @@ func TestDotU8(t *testing.T) {
 
 func BenchmarkDotU8(b *testing.B) {
 	r := rand.New(rand.NewPCG(19, 20))
-	for _, n := range []int{50, 256, 784} {
+	for _, n := range benchDims {
 		w := randFloats(r, n)
 		c := make([]byte, n+1)
 		fillRand(r, c)

@@ -17,9 +17,10 @@
 // The implementation is chosen once, at package initialisation, from the CPU features that
 // golang.org/x/sys/cpu reports (after GODEBUG, below):
 //
-//   - "avx512": Go assembly with AVX-512F (four independent 16-lane accumulators, 64 floats
-//     per iteration, then whole 16-float blocks, then the last 0-15 floats with a masked load),
-//     on CPUs with AVX2, FMA and AVX-512F whose OS saves the AVX-512 state;
+//   - "avx512": Go assembly for amd64 CPUs with AVX2, FMA, AVX512F and AVX512VL whose OS saves
+//     the AVX-512 state: the AVX2 body, then the last 0-7 floats with one masked load instead
+//     of a scalar loop; DotU8 on 16-lane registers (16-lane bodies for Dot, SquaredL2 and L1
+//     were measured no faster than AVX2's on AMD Zen 4, and are not used);
 //   - "avx2+fma": Go assembly for amd64 with AVX2 and FMA (four independent 8-lane accumulators,
 //     32 floats per iteration, then 8-float steps, then a scalar tail);
 //   - "generic": portable Go with four scalar accumulators, used on other architectures, on

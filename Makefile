@@ -26,7 +26,10 @@ lint:
 test-go:
 	go test -race -count=1 ./...
 	go test -count=1 -run 'Recall' -v ./core
-	GODEBUG=cpu.avx2=off,cpu.fma=off,cpu.popcnt=off go test -count=1 -run 'Metric|Golden|Decode|Example' ./core ./core/internal/vecmath
+# The kernel levels below the best one (avx512 on an AVX-512 CPU): AVX2 (AVX-512 off), then
+# portable Go; HANNOY_EXPECT_KERNELS makes vecmath's TestExpectedKernels check the choice.
+	GODEBUG=cpu.avx512f=off HANNOY_EXPECT_KERNELS=avx2+fma/popcnt go test -count=1 -run 'Metric|Golden|Decode|Example|ExpectedKernels' ./core ./core/internal/vecmath
+	GODEBUG=cpu.avx2=off,cpu.fma=off,cpu.popcnt=off HANNOY_EXPECT_KERNELS=generic/generic go test -count=1 -run 'Metric|Golden|Decode|Example|ExpectedKernels' ./core ./core/internal/vecmath
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

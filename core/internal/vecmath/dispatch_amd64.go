@@ -32,10 +32,49 @@ func dotU8AVX2(w []float32, c []byte) float32
 //go:noescape
 func xorPopcountPOPCNT(a, b []byte) uint64
 
-// hasAVX2FMA and hasPOPCNT report the CPU features (as filtered by GODEBUG) at start-up.
+// The AVX-512 kernels, in kernels_avx512_amd64.s.
+
+// dotAVX512 is Dot with AVX2 and FMA, and an AVX-512VL masked tail.
+//
+//go:noescape
+func dotAVX512(a, b []byte) float32
+
+// squaredL2AVX512 is SquaredL2 with AVX2 and FMA, and an AVX-512VL masked tail.
+//
+//go:noescape
+func squaredL2AVX512(a, b []byte) float32
+
+// l1AVX512 is L1 with AVX2, and an AVX-512VL masked tail.
+//
+//go:noescape
+func l1AVX512(a, b []byte) float32
+
+// dotU8AVX512 is DotU8 with AVX-512F (16 lanes).
+//
+//go:noescape
+func dotU8AVX512(w []float32, c []byte) float32
+
+// xorPopcountAVX512 is XorPopcount with AVX-512BW and AVX512_VPOPCNTDQ.
+//
+//go:noescape
+func xorPopcountAVX512(a, b []byte) uint64
+
+// The CPU features (as filtered by GODEBUG) at start-up.
+//
+// golang.org/x/sys/cpu sets HasAVX512F only when the OS saves the opmask and ZMM state (XCR0
+// bits 5-7, read with XGETBV), and honours GODEBUG=cpu.avx512f=off (as does the runtime). It
+// does not clear the other AVX-512 flags (VL, BW, VPOPCNTDQ, ...) when AVX512F is turned off,
+// so every AVX-512 level below checks AVX512F itself. The levels nest like x86-64-v3/v4: the
+// AVX-512 kernels also require AVX2 and FMA (the float kernels' bodies and every reduction use
+// them), so GODEBUG=cpu.avx2=off turns them off as well; and the VPOPCNTQ XorPopcount also
+// requires POPCNT, so GODEBUG=cpu.popcnt=off still gives the portable XorPopcount.
 var (
 	hasAVX2FMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 	hasPOPCNT  = cpu.X86.HasPOPCNT
+	// hasAVX512: the float kernels' masked tails use opmasks on 256-bit registers (AVX512VL).
+	hasAVX512 = hasAVX2FMA && cpu.X86.HasAVX512 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL
+	// hasAVX512Popcnt: VPOPCNTQ (AVX512_VPOPCNTDQ) and byte-masked loads (AVX512BW).
+	hasAVX512Popcnt = hasAVX512 && hasPOPCNT && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VPOPCNTDQ
 )
 
 // selectKernels returns the fastest kernel set this CPU can run.
@@ -54,7 +93,7 @@ func simdKernels() []kernelSet {
 	}
 	switch {
 	case hasAVX2FMA:
-		return []kernelSet{{
+		avx2 := kernelSet{
 			name:        "avx2+fma",
 			dot:         dotAVX2,
 			squaredL2:   squaredL2AVX2,
@@ -62,7 +101,23 @@ func simdKernels() []kernelSet {
 			dotU8:       dotU8AVX2,
 			xorPopcount: xor,
 			xorName:     xorName,
-		}}
+		}
+		if !hasAVX512 {
+			return []kernelSet{avx2}
+		}
+		avx512 := kernelSet{
+			name:        "avx512",
+			dot:         dotAVX512,
+			squaredL2:   squaredL2AVX512,
+			l1:          l1AVX512,
+			dotU8:       dotU8AVX512,
+			xorPopcount: xor,
+			xorName:     xorName,
+		}
+		if hasAVX512Popcnt {
+			avx512.xorPopcount, avx512.xorName = xorPopcountAVX512, "vpopcntq"
+		}
+		return []kernelSet{avx512, avx2}
 	case hasPOPCNT:
 		// Portable float kernels; only XorPopcount is accelerated.
 		k := genericKernels

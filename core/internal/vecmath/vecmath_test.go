@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -100,12 +101,15 @@ func unaligned(v []float32, off int) []byte {
 	return buf[off:len(buf):len(buf)]
 }
 
+// testLengths are the vector lengths (in elements) the kernel tests use: every length up to
+// 300, which covers every tail of the 8-, 16-, 32- and 64-element loops several times over,
+// and the usual embedding sizes.
 var testLengths = func() []int {
 	var l []int
-	for n := 0; n <= 70; n++ {
+	for n := 0; n <= 300; n++ {
 		l = append(l, n)
 	}
-	return append(l, 127, 128, 129, 384, 768, 784, 1536)
+	return append(l, 384, 768, 784, 1536, 4096)
 }()
 
 func TestFloatKernelsAgainstFloat64(t *testing.T) {
@@ -171,10 +175,21 @@ func TestSIMDMatchesGeneric(t *testing.T) {
 					t.Errorf("%s %s n=%d: simd %v, generic %v", k.name, fk.name, n, got, want)
 				}
 			}
-			// Raw random bytes for the bit kernel.
+			// Raw random bytes for the bit kernel, and as 8-bit codes.
 			ra, rb := make([]byte, 4*n+3), make([]byte, 4*n+3)
 			fillRand(r, ra)
 			fillRand(r, rb)
+			for _, off := range []int{0, 1, 3} {
+				c := ra[off : off+n]
+				var mag float64
+				for i := range n {
+					mag += math.Abs(float64(va[i]) * float64(c[i]))
+				}
+				got, want := k.dotU8(va, c), dotU8Generic(va, c)
+				if d := math.Abs(float64(got) - float64(want)); d > 2e-5*mag+1e-6 || math.IsNaN(d) {
+					t.Errorf("%s DotU8 n=%d off=%d: simd %v, generic %v", k.name, n, off, got, want)
+				}
+			}
 			for _, off := range []int{0, 1, 2, 3} {
 				if got, want := k.xorPopcount(ra[off:], rb[3-off:]), xorPopcountGeneric(ra[off:], rb[3-off:]); got != want {
 					t.Errorf("%s XorPopcount len=%d off=%d: simd %d, generic %d", k.name, 4*n+3, off, got, want)
@@ -359,44 +374,95 @@ func TestF32BytesDecodeF32(t *testing.T) {
 }
 
 func TestImpl(t *testing.T) {
-	t.Logf("Impl() = %q, GOARCH=%s", Impl(), runtime.GOARCH)
+	t.Logf("Impl() = %q, XorPopcount %q, GOARCH=%s", Impl(), xorImplName, runtime.GOARCH)
 	switch Impl() {
-	case "avx2+fma", "generic":
+	case "avx512", "avx2+fma", "generic":
 	default:
 		t.Fatalf("Impl() = %q", Impl())
 	}
-	if want := selectKernels().name; Impl() != want {
-		t.Errorf("Impl() = %q, selectKernels chose %q", Impl(), want)
+	best := selectKernels()
+	if Impl() != best.name || xorImplName != best.xorName {
+		t.Errorf("Impl() = %q/%q, selectKernels chose %q/%q", Impl(), xorImplName, best.name, best.xorName)
 	}
-	if s := simdKernels(); len(s) > 0 && s[0].name == "avx2+fma" && Impl() != "avx2+fma" {
-		t.Errorf("AVX2+FMA available but Impl() = %q", Impl())
+	// The best set this CPU can run comes first, and is the one in use.
+	if s := simdKernels(); len(s) > 0 && Impl() != s[0].name {
+		t.Errorf("%s available but Impl() = %q", s[0].name, Impl())
 	}
 }
 
-// TestGODEBUGForcesGeneric runs this test binary again with GODEBUG=cpu.avx2=off,cpu.fma=off
-// and checks that it then chooses the generic kernels.
-func TestGODEBUGForcesGeneric(t *testing.T) {
-	if want := os.Getenv("VECMATH_TEST_WANT_IMPL"); want != "" {
-		if Impl() != want {
-			t.Fatalf("Impl() = %q with GODEBUG=%q, want %q", Impl(), os.Getenv("GODEBUG"), want)
-		}
-		return
+// TestExpectedKernels checks the kernels chosen at start-up against HANNOY_EXPECT_KERNELS,
+// "impl" or "impl/xor" (e.g. "avx2+fma" or "generic/generic"), which the Makefile sets next to
+// a GODEBUG setting: it fails if the dispatch chose anything else, so a GODEBUG switch that
+// stopped working would be caught. It skips when the variable is unset, and when this CPU (as
+// filtered by GODEBUG) cannot run the expected kernels at all, e.g. avx2+fma on a CPU without
+// AVX2.
+func TestExpectedKernels(t *testing.T) {
+	want := os.Getenv("HANNOY_EXPECT_KERNELS")
+	if want == "" {
+		t.Skip("HANNOY_EXPECT_KERNELS is not set")
+	}
+	wantImpl, wantXor, hasXor := strings.Cut(want, "/")
+	sets := append([]kernelSet{genericKernels}, simdKernels()...)
+	available := func(match func(kernelSet) bool) bool { return slices.ContainsFunc(sets, match) }
+	if !available(func(k kernelSet) bool { return k.name == wantImpl }) {
+		t.Skipf("this CPU cannot run the %q kernels (GODEBUG=%q)", wantImpl, os.Getenv("GODEBUG"))
+	}
+	if hasXor && !available(func(k kernelSet) bool { return k.xorName == wantXor }) {
+		t.Skipf("this CPU cannot run the %q XorPopcount (GODEBUG=%q)", wantXor, os.Getenv("GODEBUG"))
+	}
+	if Impl() != wantImpl {
+		t.Errorf("Impl() = %q with GODEBUG=%q, want %q", Impl(), os.Getenv("GODEBUG"), wantImpl)
+	}
+	if hasXor && xorImplName != wantXor {
+		t.Errorf("XorPopcount is %q with GODEBUG=%q, want %q", xorImplName, os.Getenv("GODEBUG"), wantXor)
+	}
+}
+
+// TestGODEBUGSelectsKernels runs this test binary again under each GODEBUG switch and checks,
+// with TestExpectedKernels, which kernels it then chooses.
+func TestGODEBUGSelectsKernels(t *testing.T) {
+	if os.Getenv("HANNOY_EXPECT_KERNELS") != "" {
+		t.Skip("in a subprocess, or under the Makefile's expectation")
 	}
 	if runtime.GOARCH != "amd64" {
-		t.Skip("the cpu.avx2 GODEBUG option exists on amd64 only")
+		t.Skip("the cpu.* GODEBUG options of these kernels exist on amd64 only")
 	}
 	if testing.Short() {
-		t.Skip("runs a subprocess")
+		t.Skip("runs subprocesses")
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Skip(err)
 	}
-	cmd := exec.Command(exe, "-test.run=^TestGODEBUGForcesGeneric$", "-test.v")
-	cmd.Env = append(os.Environ(), "GODEBUG=cpu.avx2=off,cpu.fma=off", "VECMATH_TEST_WANT_IMPL=generic")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("subprocess: %v\n%s", err, out)
+	cases := []struct{ godebug, want string }{
+		// AVX-512 off: the AVX2 kernels and POPCNT.
+		{"cpu.avx512f=off", "avx2+fma/popcnt"},
+		// AVX2 off: the portable float kernels; the AVX-512 ones need AVX2 too.
+		{"cpu.avx2=off,cpu.fma=off", "generic/popcnt"},
+		{"cpu.fma=off", "generic/popcnt"},
+		// Everything off.
+		{"cpu.avx2=off,cpu.fma=off,cpu.popcnt=off", "generic/generic"},
+		// POPCNT off: the float kernels are unaffected; XorPopcount is portable.
+		{"cpu.popcnt=off", Impl() + "/generic"},
+	}
+	// What this process (run without these switches) can run: a subprocess must not skip an
+	// expectation this CPU can meet.
+	sets := append([]kernelSet{genericKernels}, simdKernels()...)
+	for _, c := range cases {
+		wantImpl, wantXor, _ := strings.Cut(c.want, "/")
+		canRun := slices.ContainsFunc(sets, func(k kernelSet) bool { return k.name == wantImpl }) &&
+			slices.ContainsFunc(sets, func(k kernelSet) bool { return k.xorName == wantXor })
+		cmd := exec.Command(exe, "-test.run=^TestExpectedKernels$", "-test.v")
+		cmd.Env = append(os.Environ(), "GODEBUG="+c.godebug, "HANNOY_EXPECT_KERNELS="+c.want)
+		out, err := cmd.CombinedOutput()
+		switch passed := strings.Contains(string(out), "--- PASS: TestExpectedKernels"); {
+		case err != nil:
+			t.Errorf("GODEBUG=%s: %v\n%s", c.godebug, err, out)
+		case !passed && canRun:
+			t.Errorf("GODEBUG=%s: this CPU can run %s, but the subprocess did not check it:\n%s", c.godebug, c.want, out)
+		case !passed:
+			t.Logf("GODEBUG=%s: %s not checked, this CPU cannot run it", c.godebug, c.want)
+		}
 	}
 }
 
@@ -405,10 +471,15 @@ var (
 	sinkU uint64
 )
 
+// benchDims are the vector sizes of the float and DotU8 benchmarks: hannoy's usual embedding
+// sizes (50-1536). Each size has one sub-benchmark per implementation this CPU can run, named
+// implementation/size, so that one run compares them (e.g. -bench 'Dot/.*/768$').
+var benchDims = []int{50, 128, 256, 768, 784, 1536}
+
 func benchFloat(b *testing.B, pick func(kernelSet) func(a, b []byte) float32) {
 	r := rand.New(rand.NewPCG(13, 14))
 	sets := append([]kernelSet{genericKernels}, simdKernels()...)
-	for _, dim := range []int{128, 384, 768, 1536} {
+	for _, dim := range benchDims {
 		// Offset 1: misaligned, like vectors read in place from LMDB.
 		x, y := unaligned(randFloats(r, dim), 1), unaligned(randFloats(r, dim), 1)
 		for _, k := range sets {
@@ -435,16 +506,17 @@ func BenchmarkL1(b *testing.B) {
 	benchFloat(b, func(k kernelSet) func(a, b []byte) float32 { return k.l1 })
 }
 
+// BenchmarkXorPopcount times every XorPopcount implementation this CPU can run (generic,
+// popcnt, vpopcntq), named implementation/bits.
 func BenchmarkXorPopcount(b *testing.B) {
 	r := rand.New(rand.NewPCG(15, 16))
-	sets := []kernelSet{genericKernels}
-	for _, k := range simdKernels() {
-		if k.xorName != "generic" {
+	var sets []kernelSet
+	for _, k := range append([]kernelSet{genericKernels}, simdKernels()...) {
+		if !slices.ContainsFunc(sets, func(s kernelSet) bool { return s.xorName == k.xorName }) {
 			sets = append(sets, k)
-			break
 		}
 	}
-	for _, nbits := range []int{128, 384, 768, 1536, 16384} {
+	for _, nbits := range []int{128, 256, 384, 768, 1024, 1536, 4096, 16384} {
 		x, y := make([]byte, nbits/8+1), make([]byte, nbits/8+1)
 		fillRand(r, x)
 		fillRand(r, y)
@@ -501,7 +573,7 @@ func TestDotU8(t *testing.T) {
 
 func BenchmarkDotU8(b *testing.B) {
 	r := rand.New(rand.NewPCG(19, 20))
-	for _, n := range []int{50, 256, 784} {
+	for _, n := range benchDims {
 		w := randFloats(r, n)
 		c := make([]byte, n+1)
 		fillRand(r, c)
@@ -513,6 +585,81 @@ func BenchmarkDotU8(b *testing.B) {
 					sinkF = fn(w, c)
 				}
 			})
+		}
+	}
+}
+
+// inBuffer returns the encoding of v at byte offset off of a buffer whose remaining bytes,
+// before and after the data (in its spare capacity), are poison: NaN for the float kernels.
+func inBuffer(v []float32, off int, poison byte) []byte {
+	buf := slices.Repeat([]byte{poison}, off+4*len(v)+64)
+	F32Bytes(buf[off:off], v)
+	return buf[off : off+4*len(v)]
+}
+
+// TestTailExact puts large, distinct integers in the last 16 elements (the masked or scalar
+// tail of every implementation) and small ones before them, with NaN bytes right after the
+// data: every sum is an integer below 2^24, exact in any order, so a kernel that dropped,
+// repeated or mismatched a tail element, or read past the end, gives a wrong result.
+func TestTailExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for _, n := range testLengths {
+		va, vb := make([]float32, n), make([]float32, n)
+		w, codes := make([]float32, n), make([]byte, n)
+		var dot, l2, l1, u8 int64
+		for i := range n {
+			x, y, c, wi := int64(r.IntN(9)-4), int64(r.IntN(9)-4), int64(r.IntN(256)), int64(r.IntN(5)-2)
+			if k := int64(n - i); k <= 16 { // the last 16 elements
+				x, y, c, wi = 256+3*k, -(300 + 5*k), 255-k, 100+k
+			}
+			va[i], vb[i], codes[i], w[i] = float32(x), float32(y), byte(c), float32(wi)
+			dot += x * y
+			l2 += (x - y) * (x - y)
+			l1 += max(x-y, y-x)
+			u8 += wi * c
+		}
+		want := map[string]float32{"Dot": float32(dot), "SquaredL2": float32(l2), "L1": float32(l1)}
+		for _, off := range []int{0, 1, 2, 3} {
+			a, b := inBuffer(va, off, 0xff), inBuffer(vb, 3-off, 0xff)
+			c := append(make([]byte, off, off+n+64), codes...)[off:]
+			for _, k := range impls() {
+				for _, fk := range floatKernels(k) {
+					if got := fk.fn(a, b); got != want[fk.name] {
+						t.Errorf("%s %s n=%d off=%d: got %v, want exactly %v", k.name, fk.name, n, off, got, want[fk.name])
+					}
+				}
+				if got := k.dotU8(w, c); got != float32(u8) {
+					t.Errorf("%s DotU8 n=%d off=%d: got %v, want exactly %v", k.name, n, off, got, float32(u8))
+				}
+			}
+		}
+	}
+}
+
+// TestXorPopcountTail sets the last (up to) 64 bytes to differ in every bit, and the bytes
+// before them to be equal, at every byte length up to 1,200 and a few long ones, with
+// differing bytes right after the data: the count must be exactly 8 per tail byte.
+func TestXorPopcountTail(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	lens := make([]int, 0, 1210)
+	for n := 0; n <= 1200; n++ {
+		lens = append(lens, n)
+	}
+	lens = append(lens, 2047, 2048, 2049, 16383, 16384, 16385)
+	for _, n := range lens {
+		for _, off := range []int{0, 3} {
+			a := make([]byte, off+n+64)
+			fillRand(r, a)
+			b := slices.Clone(a)
+			for i := max(off+n-64, off); i < len(b); i++ {
+				b[i] = ^a[i] // the tail, and the poison after the data
+			}
+			want := uint64(8 * min(n, 64))
+			for _, k := range impls() {
+				if got := k.xorPopcount(a[off:off+n], b[off:off+n]); got != want {
+					t.Errorf("%s/%s XorPopcount n=%d off=%d: got %d, want %d", k.name, k.xorName, n, off, got, want)
+				}
+			}
 		}
 	}
 }

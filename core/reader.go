@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/RoaringBitmap/roaring/v2"
 )
@@ -29,8 +30,8 @@ type Reader struct {
 	// map: valid as long as the snapshot's transactions are open.
 	vecs *table[vectorRef]
 	// links0, for a reader bound to a snapshot (but for codes, which preload links), caches
-	// decoded layer-0 links, up to links0Limit bytes.
-	links0      *table[[]uint32]
+	// decoded layer-0 links, up to links0Limit bytes, each list packed (see packLinks).
+	links0      *table[uint32]
 	links0Bytes atomic.Int64
 	links0Limit int64
 
@@ -159,7 +160,7 @@ func OpenSnapshotReaderWith(snap *Snapshot, db *Database, index uint16, metric M
 	case ReadMemory:
 		env.warm(plan.FileBytes)
 		r.vecs = newTable[vectorRef](maxID, n)
-		r.links0 = newTable[[]uint32](maxID, n)
+		r.links0 = newTable[uint32](maxID, n)
 		r.links0Limit = links0Budget
 	case ReadCompressed:
 		src := codeSource{db: db, index: index, metric: metric, dims: r.dims, items: r.meta.Items, used: plan.FileBytes, refs: true}
@@ -181,7 +182,7 @@ func OpenSnapshotReaderWith(snap *Snapshot, db *Database, index uint16, metric M
 		plan.CodesBytes = r.codes.bytes() // links that did not fit are read from the file
 	default:
 		r.vecs = newTable[vectorRef](maxID, n)
-		r.links0 = newTable[[]uint32](maxID, n)
+		r.links0 = newTable[uint32](maxID, n)
 		r.links0Limit = min(links0Budget, plan.Budget/4)
 	}
 	r.plan = plan
@@ -230,7 +231,11 @@ func OpenReader(txn Txn, db *Database, index uint16, metric Metric) (*Reader, er
 	}
 	r := &Reader{db: db, index: index, metric: metric, dims: int(meta.Dimensions),
 		valueLen: metric.valueLen(int(meta.Dimensions)), meta: meta, version: version}
-	r.state.New = func() any { return &searchState{visited: newVisitedSet(1024)} }
+	maxID := uint32(0)
+	if n := meta.Items.GetCardinality(); n > 0 {
+		maxID = meta.Items.Maximum()
+	}
+	r.state.New = func() any { return &searchState{visited: newVisitedIDs(maxID, meta.Items.GetCardinality())} }
 	if budget, err := strconv.ParseInt(os.Getenv("HANNOY_READER_PREFETCH_MEMORY"), 10, 64); err == nil && budget > 0 {
 		r.prefetch(txn, budget)
 	}
@@ -311,37 +316,84 @@ func (r *Reader) vector(txn Txn, item uint32) ([]byte, error) {
 	return v, nil
 }
 
-// links appends the links of item on layer; upper layers are decoded once and cached.
-func (r *Reader) links(txn Txn, item uint32, layer int, dst []uint32) ([]uint32, error) {
+// neighbours returns the links of item on layer, to be read and not kept: a cached list, or
+// the list decoded into *scratch. Upper layers are decoded once and cached; layer 0 is cached
+// up to links0Limit bytes, or preloaded by codes.
+func (r *Reader) neighbours(txn Txn, item uint32, layer int, scratch *[]uint32) ([]uint32, error) {
 	ck := uint64(item)<<8 | uint64(layer)
 	if layer > 0 {
 		if c, ok := r.upper.Load(ck); ok {
-			return append(dst, c.([]uint32)...), nil
+			return c.([]uint32), nil
+		}
+	} else if r.links0 != nil {
+		if p := r.links0.get(item); p != nil {
+			return unpackLinks(p), nil
 		}
 	} else if r.codes != nil {
-		if out, ok := r.codes.links(r.codes.slot(item), dst); ok {
-			return out, nil
-		}
-	} else if r.links0 != nil && r.links0.inRange(item) {
-		if c := r.links0.get(item); c != nil {
-			return append(dst, *c...), nil
+		if ids, ok := codeLinks(r.codes, r.codes.slot(item)); ok {
+			return ids, nil
 		}
 	}
 	v, ok, err := get(txn, r.db, LinksKey(r.index, item, uint8(layer)))
 	if err != nil || !ok {
-		return dst, err
+		return nil, err
 	}
-	start := len(dst)
-	dst, err = DecodeLinksValue(v, dst)
+	ids, err := DecodeLinksValue(v, (*scratch)[:0])
 	if err != nil {
-		return dst[:start], fmt.Errorf("links of item %d on layer %d of index %d: %w", item, layer, r.index, corruptf("%v", err))
+		return nil, fmt.Errorf("links of item %d on layer %d of index %d: %w", item, layer, r.index, corruptf("%v", err))
 	}
+	*scratch = ids
 	if layer > 0 {
-		r.upper.Store(ck, append([]uint32(nil), dst[start:]...))
+		r.upper.Store(ck, append([]uint32(nil), ids...))
 	} else if r.links0 != nil && r.links0.inRange(item) && r.links0Bytes.Load() < r.links0Limit {
-		c := append([]uint32(nil), dst[start:]...)
-		r.links0Bytes.Add(int64(4*len(c) + 32))
-		r.links0.put(item, &c)
+		if p := packLinks(ids); r.links0.getOrPut(item, p) == p {
+			r.links0Bytes.Add(int64(4*len(ids) + 16))
+		}
 	}
-	return dst, nil
+	return ids, nil
+}
+
+// packLinks copies a neighbour list into one allocation, its length then its ids, so that a
+// cache entry is one pointer away from the ids.
+func packLinks(ids []uint32) *uint32 {
+	p := make([]uint32, 1+len(ids))
+	p[0] = uint32(len(ids))
+	copy(p[1:], ids)
+	return &p[0]
+}
+
+// unpackLinks returns the ids of a list made by packLinks.
+func unpackLinks(p *uint32) []uint32 {
+	n := *p
+	if n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(unsafe.Add(unsafe.Pointer(p), 4)), n)
+}
+
+// codeLinks returns the preloaded layer-0 links of slot s of c, if it has them.
+func codeLinks(c *codes, s int32) ([]uint32, bool) {
+	if s < 0 || s >= c.linksLoaded {
+		return nil, false
+	}
+	return c.linkIDs[c.linkOff[s]:c.linkOff[s+1]:c.linkOff[s+1]], true
+}
+
+// cachedVector returns the value of item if the reader has it cached in a dense table, else nil
+// (also for an item known to have no vector): the hot path of vector, small enough to be
+// inlined.
+func (r *Reader) cachedVector(item uint32) []byte {
+	if t := r.vecs; t != nil && int(item) < len(t.dense) {
+		if p := t.dense[item].Load(); p != nil && p != &absentVector {
+			return refBytes(p, r.valueLen)
+		}
+	}
+	return nil
+}
+
+// links appends the links of item on layer to dst (see neighbours).
+func (r *Reader) links(txn Txn, item uint32, layer int, dst []uint32) ([]uint32, error) {
+	var scratch []uint32
+	ids, err := r.neighbours(txn, item, layer, &scratch)
+	return append(dst, ids...), err
 }

@@ -61,11 +61,14 @@ type Result struct {
 	Distance float32
 }
 
+// searchState is the scratch of one search, kept in the reader's pool between searches so that
+// a search allocates nothing in proportion to what it visits.
 type searchState struct {
-	visited *visitedSet
+	visited *visitedIDs
 	cand    minHeap
 	res     maxHeap
-	ids     []uint32
+	ids     []uint32 // links decoded from the file
+	seeds   []scored
 	query   []byte
 	exclude int64 // an item never returned (the query item), or noItem
 	vecs    []pendingVector
@@ -146,9 +149,9 @@ func (r *Reader) search(txn Txn, st *searchState, q []byte, self int64, opts Sea
 	}
 	st.visited.reset()
 	st.res = st.res[:0]
-	var seeds []scored
+	seeds := st.seeds[:0]
 	if self >= 0 {
-		seeds = []scored{{0, uint32(self)}}
+		seeds = append(seeds, scored{0, uint32(self)})
 	} else {
 		for _, ep := range r.meta.EntryPoints {
 			d, ok, err := r.walkDistance(txn, st, q, ep)
@@ -170,9 +173,10 @@ func (r *Reader) search(txn Txn, st *searchState, q []byte, self int64, opts Sea
 					return nil, err
 				}
 			}
-			seeds = []scored{best}
+			seeds = append(seeds[:0], best)
 		}
 	}
+	st.seeds = seeds
 	if err := r.visit(txn, st, q, seeds, opts.Ef, filter); err != nil {
 		return nil, err
 	}
@@ -195,7 +199,8 @@ func (r *Reader) search(txn Txn, st *searchState, q []byte, self int64, opts Sea
 			if !ok {
 				continue
 			}
-			if err := r.visit(txn, st, q, []scored{{d, id}}, opts.Ef, filter); err != nil {
+			st.seeds = append(st.seeds[:0], scored{d, id})
+			if err := r.visit(txn, st, q, st.seeds, opts.Ef, filter); err != nil {
 				return nil, err
 			}
 		}
@@ -218,12 +223,11 @@ func (r *Reader) greedy(txn Txn, st *searchState, q []byte, start scored, layer 
 	best := start
 	for changed := true; changed; {
 		changed = false
-		var err error
-		st.ids, err = r.links(txn, best.id, layer, st.ids[:0])
+		ids, err := r.neighbours(txn, best.id, layer, &st.ids)
 		if err != nil {
 			return best, err
 		}
-		for _, id := range st.ids {
+		for _, id := range ids {
 			d, ok, err := r.walkDistance(txn, st, q, id)
 			if err != nil {
 				return best, err
@@ -255,13 +259,12 @@ func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef in
 		if len(st.res) >= ef && c.dist > st.res.top().dist {
 			break
 		}
-		var err error
-		st.ids, err = r.links(txn, c.id, 0, st.ids[:0])
+		ids, err := r.neighbours(txn, c.id, 0, &st.ids)
 		if err != nil {
 			return err
 		}
 		if r.codes != nil {
-			for _, id := range st.ids {
+			for _, id := range ids {
 				if !st.visited.insert(id) {
 					continue
 				}
@@ -273,13 +276,15 @@ func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef in
 		}
 		// Find the new neighbours' vectors and start loading them all before computing.
 		st.vecs = st.vecs[:0]
-		for _, id := range st.ids {
+		for _, id := range ids {
 			if !st.visited.insert(id) {
 				continue
 			}
-			v, err := r.vector(txn, id)
-			if err != nil {
-				return err
+			v := r.cachedVector(id)
+			if v == nil {
+				if v, err = r.vector(txn, id); err != nil {
+					return err
+				}
 			}
 			if v != nil {
 				vecmath.Prefetch(v)

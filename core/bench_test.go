@@ -282,6 +282,12 @@ func BenchmarkGlove(b *testing.B) {
 			}
 			txn, _ := snap.Acquire()
 			defer snap.Release(txn)
+			// Warm the reader's caches (vector refs, decoded links) as repeated queries do.
+			for _, q := range queries {
+				if _, err := r.Search(txn, q, SearchOptions{Count: 10, Ef: 320}); err != nil {
+					b.Fatal(err)
+				}
+			}
 			for _, ef := range []int{10, 20, 40, 80, 160, 320} {
 				b.Run("ef="+itoa(ef), func(b *testing.B) {
 					runtime.LockOSThread()

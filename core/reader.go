@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"github.com/RoaringBitmap/roaring/v2"
+
+	"github.com/hannoy-go/hannoy/core/internal/vecmath"
 )
 
 // Reader searches one built index. It holds a copy of the index metadata taken from the
@@ -396,4 +398,14 @@ func (r *Reader) links(txn Txn, item uint32, layer int, dst []uint32) ([]uint32,
 	var scratch []uint32
 	ids, err := r.neighbours(txn, item, layer, &scratch)
 	return append(dst, ids...), err
+}
+
+// prefetchLinks starts loading the cached layer-0 links of item into the CPU cache, if the
+// reader has them, for a candidate that a search is likely to expand soon.
+func (r *Reader) prefetchLinks(item uint32) {
+	if t := r.links0; t != nil && int(item) < len(t.dense) {
+		if p := t.dense[item].Load(); p != nil {
+			vecmath.Prefetch(unsafe.Slice((*byte)(unsafe.Pointer(p)), 4))
+		}
+	}
 }

@@ -308,6 +308,7 @@ func (r *Reader) consider(st *searchState, s scored, ef int, filter *roaring.Bit
 	if len(st.res) < ef || before(s, st.res.top()) {
 		st.cand.push(s)
 		r.offer(st, s, ef, filter)
+		r.prefetchLinks(s.id)
 	}
 }
 

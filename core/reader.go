@@ -395,12 +395,6 @@ func (r *Reader) cachedVector(item uint32) []byte {
 	return nil
 }
 
-// links appends the links of item on layer to dst (see neighbours).
-func (r *Reader) links(txn Txn, item uint32, layer int, dst []uint32) ([]uint32, error) {
-	ids, err := r.neighbours(txn, &searchState{}, item, layer)
-	return append(dst, ids...), err
-}
-
 // prefetchLinks starts loading the cached layer-0 links of item into the CPU cache, if the
 // reader has them, for a candidate that a search is likely to expand soon.
 func (r *Reader) prefetchLinks(item uint32) {
@@ -464,8 +458,8 @@ func (c *nodeCache) entry(id uint32) *nodeRefs {
 	return c.sparse.getOrPut(id, new(nodeRefs))
 }
 
-// get reads one value like get, with the key in st: a key passed to LMDB escapes to the heap,
-// and st is there already, so a lookup allocates nothing.
+// get reads one value like the package's get, with the key in st: a key passed to LMDB
+// escapes to the heap, and st is there already, so a lookup allocates nothing.
 func (r *Reader) get(txn Txn, st *searchState, key Key) (val []byte, ok bool, err error) {
 	v, err := txn.lmdbTxn().Get(r.db.dbi, key.Append(st.key[:0]))
 	if err != nil {

@@ -6,6 +6,12 @@ import (
 	"testing"
 )
 
+// links appends the links of item on layer to dst (see neighbours).
+func (r *Reader) links(txn Txn, item uint32, layer int, dst []uint32) ([]uint32, error) {
+	ids, err := r.neighbours(txn, &searchState{}, item, layer)
+	return append(dst, ids...), err
+}
+
 // readerKinds opens each kind of reader on index 0 of env: a plain reader, and snapshot
 // readers in every read mode the metric allows.
 func readerKinds(t *testing.T, env *Env, db *Database, metric Metric) map[string]func() (*Reader, Txn) {

@@ -20,7 +20,7 @@
 //	writelinks.go                    writing the changed links back
 //	reachability.go                  reconnecting orphaned items, making layer 0 reachable
 //	levels.go                        level assignment
-//	reader.go, search.go             opening an index (its read mode) and searching it
+//	reader.go, search.go             opening an index (its read mode, its caches) and searching it
 //	codes.go                         8-bit codes and preloaded links for indexes larger than memory
 //	membudget.go                     the memory budget: cgroup v1/v2 limits, MemAvailable
 //	madvise.go                       kernel advice for the memory map: read-ahead, WILLNEED

@@ -6,8 +6,12 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
+	"github.com/PowerDNS/lmdb-go/lmdb"
 	"github.com/RoaringBitmap/roaring/v2"
+
+	"github.com/hannoy-go/hannoy/core/internal/vecmath"
 )
 
 // Reader searches one built index. It holds a copy of the index metadata taken from the
@@ -25,12 +29,10 @@ type Reader struct {
 
 	upper sync.Map // uint64(id)<<8|layer -> []uint32: decoded links of the upper layers
 	state sync.Pool
-	// vecs, for a reader bound to a snapshot, caches where each item value lies in the memory
-	// map: valid as long as the snapshot's transactions are open.
-	vecs *table[vectorRef]
-	// links0, for a reader bound to a snapshot (but for codes, which preload links), caches
-	// decoded layer-0 links, up to links0Limit bytes.
-	links0      *table[[]uint32]
+	// nodes, for a reader bound to a snapshot (but for codes, which hold their own), caches
+	// where each item value lies in the memory map (valid as long as the snapshot's
+	// transactions are open) and decoded layer-0 links, up to links0Limit bytes of them.
+	nodes       *nodeCache
 	links0Bytes atomic.Int64
 	links0Limit int64
 
@@ -158,8 +160,7 @@ func OpenSnapshotReaderWith(snap *Snapshot, db *Database, index uint16, metric M
 	switch plan.Mode {
 	case ReadMemory:
 		env.warm(plan.FileBytes)
-		r.vecs = newTable[vectorRef](maxID, n)
-		r.links0 = newTable[[]uint32](maxID, n)
+		r.nodes = newNodeCache(maxID, n)
 		r.links0Limit = links0Budget
 	case ReadCompressed:
 		src := codeSource{db: db, index: index, metric: metric, dims: r.dims, items: r.meta.Items, used: plan.FileBytes, refs: true}
@@ -180,8 +181,7 @@ func OpenSnapshotReaderWith(snap *Snapshot, db *Database, index uint16, metric M
 		}
 		plan.CodesBytes = r.codes.bytes() // links that did not fit are read from the file
 	default:
-		r.vecs = newTable[vectorRef](maxID, n)
-		r.links0 = newTable[[]uint32](maxID, n)
+		r.nodes = newNodeCache(maxID, n)
 		r.links0Limit = min(links0Budget, plan.Budget/4)
 	}
 	r.plan = plan
@@ -230,7 +230,11 @@ func OpenReader(txn Txn, db *Database, index uint16, metric Metric) (*Reader, er
 	}
 	r := &Reader{db: db, index: index, metric: metric, dims: int(meta.Dimensions),
 		valueLen: metric.valueLen(int(meta.Dimensions)), meta: meta, version: version}
-	r.state.New = func() any { return &searchState{visited: newVisitedSet(1024)} }
+	maxID := uint32(0)
+	if n := meta.Items.GetCardinality(); n > 0 {
+		maxID = meta.Items.Maximum()
+	}
+	r.state.New = func() any { return &searchState{visited: newVisitedIDs(maxID, meta.Items.GetCardinality())} }
 	if budget, err := strconv.ParseInt(os.Getenv("HANNOY_READER_PREFETCH_MEMORY"), 10, 64); err == nil && budget > 0 {
 		r.prefetch(txn, budget)
 	}
@@ -273,29 +277,30 @@ func (r *Reader) ItemVector(txn Txn, item uint32) ([]float32, bool, error) {
 }
 
 // vector returns the value of item (tag, header and vector), or nil if it has none.
-func (r *Reader) vector(txn Txn, item uint32) ([]byte, error) {
+func (r *Reader) vector(txn Txn, st *searchState, item uint32) ([]byte, error) {
 	if r.codes != nil {
 		if s := r.codes.slot(item); s >= 0 {
 			return refBytes(r.codes.refs[s], r.valueLen), nil
 		}
 		return nil, nil
 	}
-	cache := r.vecs != nil && r.vecs.inRange(item)
-	if cache {
-		if p := r.vecs.get(item); p != nil {
-			if p == &absentVector {
-				return nil, nil
+	if r.nodes != nil {
+		if e := r.nodes.get(item); e != nil {
+			if p := e.vec.Load(); p != nil {
+				if p == &absentVector {
+					return nil, nil
+				}
+				return refBytes(p, r.valueLen), nil
 			}
-			return refBytes(p, r.valueLen), nil
 		}
 	}
-	v, ok, err := get(txn, r.db, ItemKey(r.index, item))
+	v, ok, err := r.get(txn, st, ItemKey(r.index, item))
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		if cache {
-			r.vecs.put(item, &absentVector)
+		if e := r.nodes.entry(item); e != nil {
+			e.vec.Store(&absentVector)
 		}
 		return nil, nil
 	}
@@ -305,43 +310,163 @@ func (r *Reader) vector(txn Txn, item uint32) ([]byte, error) {
 	if v[0] != TagItem {
 		return nil, fmt.Errorf("item %d of index %d: %w", item, r.index, corruptf("tag %d is not an item's", v[0]))
 	}
-	if cache {
-		r.vecs.put(item, &v[0])
+	if e := r.nodes.entry(item); e != nil {
+		e.vec.Store(&v[0])
 	}
 	return v, nil
 }
 
-// links appends the links of item on layer; upper layers are decoded once and cached.
-func (r *Reader) links(txn Txn, item uint32, layer int, dst []uint32) ([]uint32, error) {
+// neighbours returns the links of item on layer, to be read and not kept: a cached list, or
+// the list decoded into st.ids. Upper layers are decoded once and cached; layer 0 is cached up
+// to links0Limit bytes, or preloaded by codes.
+func (r *Reader) neighbours(txn Txn, st *searchState, item uint32, layer int) ([]uint32, error) {
 	ck := uint64(item)<<8 | uint64(layer)
 	if layer > 0 {
 		if c, ok := r.upper.Load(ck); ok {
-			return append(dst, c.([]uint32)...), nil
+			return c.([]uint32), nil
+		}
+	} else if r.nodes != nil {
+		if e := r.nodes.get(item); e != nil {
+			if p := e.links.Load(); p != nil {
+				return unpackLinks(p), nil
+			}
 		}
 	} else if r.codes != nil {
-		if out, ok := r.codes.links(r.codes.slot(item), dst); ok {
-			return out, nil
-		}
-	} else if r.links0 != nil && r.links0.inRange(item) {
-		if c := r.links0.get(item); c != nil {
-			return append(dst, *c...), nil
+		if ids, ok := codeLinks(r.codes, r.codes.slot(item)); ok {
+			return ids, nil
 		}
 	}
-	v, ok, err := get(txn, r.db, LinksKey(r.index, item, uint8(layer)))
+	v, ok, err := r.get(txn, st, LinksKey(r.index, item, uint8(layer)))
 	if err != nil || !ok {
-		return dst, err
+		return nil, err
 	}
-	start := len(dst)
-	dst, err = DecodeLinksValue(v, dst)
+	ids, err := DecodeLinksValue(v, st.ids[:0])
 	if err != nil {
-		return dst[:start], fmt.Errorf("links of item %d on layer %d of index %d: %w", item, layer, r.index, corruptf("%v", err))
+		return nil, fmt.Errorf("links of item %d on layer %d of index %d: %w", item, layer, r.index, corruptf("%v", err))
 	}
+	st.ids = ids
 	if layer > 0 {
-		r.upper.Store(ck, append([]uint32(nil), dst[start:]...))
-	} else if r.links0 != nil && r.links0.inRange(item) && r.links0Bytes.Load() < r.links0Limit {
-		c := append([]uint32(nil), dst[start:]...)
-		r.links0Bytes.Add(int64(4*len(c) + 32))
-		r.links0.put(item, &c)
+		r.upper.Store(ck, append([]uint32(nil), ids...))
+	} else if r.nodes != nil && r.links0Bytes.Load() < r.links0Limit {
+		if e := r.nodes.entry(item); e != nil {
+			if p := packLinks(ids); e.links.CompareAndSwap(nil, p) {
+				r.links0Bytes.Add(int64(4*len(ids) + 16))
+			}
+		}
 	}
-	return dst, nil
+	return ids, nil
+}
+
+// packLinks copies a neighbour list into one allocation, its length then its ids, so that a
+// cache entry is one pointer away from the ids.
+func packLinks(ids []uint32) *uint32 {
+	p := make([]uint32, 1+len(ids))
+	p[0] = uint32(len(ids))
+	copy(p[1:], ids)
+	return &p[0]
+}
+
+// unpackLinks returns the ids of a list made by packLinks.
+func unpackLinks(p *uint32) []uint32 {
+	n := *p
+	if n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(unsafe.Add(unsafe.Pointer(p), 4)), n)
+}
+
+// codeLinks returns the preloaded layer-0 links of slot s of c, if it has them.
+func codeLinks(c *codes, s int32) ([]uint32, bool) {
+	if s < 0 || s >= c.linksLoaded {
+		return nil, false
+	}
+	return c.linkIDs[c.linkOff[s]:c.linkOff[s+1]:c.linkOff[s+1]], true
+}
+
+// cachedVector returns the value of item if the reader has it cached in a dense table, else nil
+// (also for an item known to have no vector): the hot path of vector, small enough to be
+// inlined.
+func (r *Reader) cachedVector(item uint32) []byte {
+	if c := r.nodes; c != nil && int(item) < len(c.dense) {
+		if p := c.dense[item].vec.Load(); p != nil && p != &absentVector {
+			return refBytes(p, r.valueLen)
+		}
+	}
+	return nil
+}
+
+// prefetchLinks starts loading the cached layer-0 links of item into the CPU cache, if the
+// reader has them, for a candidate that a search is likely to expand soon.
+func (r *Reader) prefetchLinks(item uint32) {
+	if c := r.nodes; c != nil && int(item) < len(c.dense) {
+		if p := c.dense[item].links.Load(); p != nil {
+			vecmath.Prefetch(unsafe.Slice((*byte)(unsafe.Pointer(p)), 4))
+		}
+	}
+}
+
+// nodeRefs is what a snapshot reader caches of one item: where its value lies in the memory map
+// (absentVector if it has none) and its decoded layer-0 links (see packLinks). They sit side by
+// side: a search that has just read the vector of a new candidate finds where the candidate's
+// links are in the same cache line.
+type nodeRefs struct {
+	vec   atomic.Pointer[vectorRef]
+	links atomic.Pointer[uint32]
+}
+
+// nodeCache maps item ids to their nodeRefs: a flat array when ids are dense enough, else a
+// sharded map whose entries are made on first use. It is safe for concurrent use.
+type nodeCache struct {
+	dense  []nodeRefs
+	sparse *table[nodeRefs]
+}
+
+// newNodeCache sizes a cache for ids up to maxID among n items.
+func newNodeCache(maxID uint32, n uint64) *nodeCache {
+	if denseIDs(maxID, n) {
+		return &nodeCache{dense: make([]nodeRefs, uint64(maxID)+1)}
+	}
+	return &nodeCache{sparse: newTable[nodeRefs](maxID, n)}
+}
+
+// get returns the entry of id, or nil if there is none yet.
+func (c *nodeCache) get(id uint32) *nodeRefs {
+	if int(id) < len(c.dense) {
+		return &c.dense[id]
+	}
+	if c.sparse != nil {
+		return c.sparse.get(id)
+	}
+	return nil
+}
+
+// entry returns the entry of id, making it if needed; nil if c is nil or id is beyond a dense
+// cache.
+func (c *nodeCache) entry(id uint32) *nodeRefs {
+	if c == nil {
+		return nil
+	}
+	if c.sparse == nil {
+		if int(id) < len(c.dense) {
+			return &c.dense[id]
+		}
+		return nil
+	}
+	if e := c.sparse.get(id); e != nil {
+		return e
+	}
+	return c.sparse.getOrPut(id, new(nodeRefs))
+}
+
+// get reads one value like the package's get, with the key in st: a key passed to LMDB
+// escapes to the heap, and st is there already, so a lookup allocates nothing.
+func (r *Reader) get(txn Txn, st *searchState, key Key) (val []byte, ok bool, err error) {
+	v, err := txn.lmdbTxn().Get(r.db.dbi, key.Append(st.key[:0]))
+	if err != nil {
+		if lmdb.IsNotFound(err) {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("read %v: %w", key, err)
+	}
+	return v, true, nil
 }

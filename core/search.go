@@ -61,11 +61,15 @@ type Result struct {
 	Distance float32
 }
 
+// searchState is the scratch of one search, kept in the reader's pool between searches so that
+// a search allocates nothing in proportion to what it visits.
 type searchState struct {
-	visited *visitedSet
+	visited *visitedIDs
 	cand    minHeap
 	res     maxHeap
-	ids     []uint32
+	ids     []uint32 // links decoded from the file
+	key     [KeySize]byte
+	seeds   []scored
 	query   []byte
 	exclude int64 // an item never returned (the query item), or noItem
 	vecs    []pendingVector
@@ -105,12 +109,12 @@ func (r *Reader) SearchItem(txn Txn, item uint32, opts SearchOptions) (res []Res
 	if !r.meta.Items.Contains(item) {
 		return nil, false, nil
 	}
-	v, err := r.vector(txn, item)
+	st := r.state.Get().(*searchState)
+	defer r.state.Put(st)
+	v, err := r.vector(txn, st, item)
 	if err != nil || v == nil {
 		return nil, false, err
 	}
-	st := r.state.Get().(*searchState)
-	defer r.state.Put(st)
 	st.query = append(st.query[:0], v...)
 	if r.codes != nil {
 		st.floats = r.metric.decodeVector(st.floats[:0], v[1+r.metric.headerSize():], r.dims)
@@ -142,13 +146,13 @@ func (r *Reader) search(txn Txn, st *searchState, q []byte, self int64, opts Sea
 		return []Result{}, nil
 	}
 	if opts.Candidates != nil && opts.LinearBelow > 0 && filter.GetCardinality() < uint64(opts.LinearBelow) {
-		return r.bruteForce(txn, q, filter, opts.Count)
+		return r.bruteForce(txn, st, q, filter, opts.Count)
 	}
 	st.visited.reset()
 	st.res = st.res[:0]
-	var seeds []scored
+	seeds := st.seeds[:0]
 	if self >= 0 {
-		seeds = []scored{{0, uint32(self)}}
+		seeds = append(seeds, scored{0, uint32(self)})
 	} else {
 		for _, ep := range r.meta.EntryPoints {
 			d, ok, err := r.walkDistance(txn, st, q, ep)
@@ -170,9 +174,10 @@ func (r *Reader) search(txn Txn, st *searchState, q []byte, self int64, opts Sea
 					return nil, err
 				}
 			}
-			seeds = []scored{best}
+			seeds = append(seeds[:0], best)
 		}
 	}
+	st.seeds = seeds
 	if err := r.visit(txn, st, q, seeds, opts.Ef, filter); err != nil {
 		return nil, err
 	}
@@ -195,7 +200,8 @@ func (r *Reader) search(txn Txn, st *searchState, q []byte, self int64, opts Sea
 			if !ok {
 				continue
 			}
-			if err := r.visit(txn, st, q, []scored{{d, id}}, opts.Ef, filter); err != nil {
+			st.seeds = append(st.seeds[:0], scored{d, id})
+			if err := r.visit(txn, st, q, st.seeds, opts.Ef, filter); err != nil {
 				return nil, err
 			}
 		}
@@ -218,12 +224,11 @@ func (r *Reader) greedy(txn Txn, st *searchState, q []byte, start scored, layer 
 	best := start
 	for changed := true; changed; {
 		changed = false
-		var err error
-		st.ids, err = r.links(txn, best.id, layer, st.ids[:0])
+		ids, err := r.neighbours(txn, st, best.id, layer)
 		if err != nil {
 			return best, err
 		}
-		for _, id := range st.ids {
+		for _, id := range ids {
 			d, ok, err := r.walkDistance(txn, st, q, id)
 			if err != nil {
 				return best, err
@@ -255,13 +260,12 @@ func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef in
 		if len(st.res) >= ef && c.dist > st.res.top().dist {
 			break
 		}
-		var err error
-		st.ids, err = r.links(txn, c.id, 0, st.ids[:0])
+		ids, err := r.neighbours(txn, st, c.id, 0)
 		if err != nil {
 			return err
 		}
 		if r.codes != nil {
-			for _, id := range st.ids {
+			for _, id := range ids {
 				if !st.visited.insert(id) {
 					continue
 				}
@@ -271,20 +275,8 @@ func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef in
 			}
 			continue
 		}
-		// Find the new neighbours' vectors and start loading them all before computing.
-		st.vecs = st.vecs[:0]
-		for _, id := range st.ids {
-			if !st.visited.insert(id) {
-				continue
-			}
-			v, err := r.vector(txn, id)
-			if err != nil {
-				return err
-			}
-			if v != nil {
-				vecmath.Prefetch(v)
-				st.vecs = append(st.vecs, pendingVector{id, v})
-			}
+		if err := r.gather(txn, st, ids); err != nil {
+			return err
 		}
 		for i, pv := range st.vecs {
 			// The first lines of every vector are on their way; ask for all of the next one
@@ -298,11 +290,36 @@ func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef in
 	return nil
 }
 
+// gather marks the items of ids visited and sets st.vecs to those not visited before that have
+// a vector, with their values, and starts loading every value into the CPU cache before the
+// first distance is computed.
+func (r *Reader) gather(txn Txn, st *searchState, ids []uint32) error {
+	st.vecs = st.vecs[:0]
+	for _, id := range ids {
+		if !st.visited.insert(id) {
+			continue
+		}
+		v := r.cachedVector(id)
+		if v == nil {
+			var err error
+			if v, err = r.vector(txn, st, id); err != nil {
+				return err
+			}
+		}
+		if v != nil {
+			vecmath.Prefetch(v)
+			st.vecs = append(st.vecs, pendingVector{id, v})
+		}
+	}
+	return nil
+}
+
 // consider makes a newly reached item a candidate to expand if it is among the ef best so far.
 func (r *Reader) consider(st *searchState, s scored, ef int, filter *roaring.Bitmap) {
 	if len(st.res) < ef || before(s, st.res.top()) {
 		st.cand.push(s)
 		r.offer(st, s, ef, filter)
+		r.prefetchLinks(s.id)
 	}
 }
 
@@ -316,9 +333,12 @@ func (r *Reader) walkDistance(txn Txn, st *searchState, q []byte, id uint32) (fl
 		}
 		return r.codes.dist(&st.cq, slot), true, nil
 	}
-	v, err := r.vector(txn, id)
-	if err != nil || v == nil {
-		return 0, false, err
+	v := r.cachedVector(id)
+	if v == nil {
+		var err error
+		if v, err = r.vector(txn, st, id); err != nil || v == nil {
+			return 0, false, err
+		}
 	}
 	return r.metric.distance(q, v), true, nil
 }
@@ -354,11 +374,11 @@ func (r *Reader) offer(st *searchState, s scored, ef int, filter *roaring.Bitmap
 }
 
 // bruteForce computes the distance to every candidate.
-func (r *Reader) bruteForce(txn Txn, q []byte, cands *roaring.Bitmap, count int) ([]Result, error) {
+func (r *Reader) bruteForce(txn Txn, st *searchState, q []byte, cands *roaring.Bitmap, count int) ([]Result, error) {
 	h := make(maxHeap, 0, count+1)
 	for it := cands.Iterator(); it.HasNext(); {
 		id := it.Next()
-		v, err := r.vector(txn, id)
+		v, err := r.vector(txn, st, id)
 		if err != nil {
 			return nil, err
 		}

@@ -80,3 +80,62 @@ func (s *visitedSet) grow() {
 		}
 	}
 }
+
+// visitedIDs is the visited set of a reader's searches: one bit per id below a bound fixed when
+// the reader opens (its largest item), and a visitedSet for any id beyond. An insert is one load
+// and one store; reset clears only the words that were set, so both cost nothing that grows
+// with the index. With no bound (sparse ids) every id goes to the visitedSet.
+type visitedIDs struct {
+	words   []uint64
+	touched []uint32 // indexes of the words set since the last reset
+	sparse  *visitedSet
+}
+
+// maxVisitedBits bounds the bitset (8 MiB a search in flight); larger ids use the hash set.
+const maxVisitedBits = 1 << 26
+
+// newVisitedIDs sizes a set for ids up to maxID among n items: a bitset if they are dense
+// enough (see denseIDs) and at most maxVisitedBits.
+func newVisitedIDs(maxID uint32, n uint64) *visitedIDs {
+	s := &visitedIDs{sparse: newVisitedSet(64)}
+	if n > 0 && denseIDs(maxID, n) && uint64(maxID) < maxVisitedBits {
+		s.words = make([]uint64, maxID/64+1)
+	}
+	return s
+}
+
+// reset empties the set.
+func (s *visitedIDs) reset() {
+	for _, w := range s.touched {
+		s.words[w] = 0
+	}
+	s.touched = s.touched[:0]
+	s.sparse.reset()
+}
+
+// insert adds id and reports whether it was absent.
+func (s *visitedIDs) insert(id uint32) bool {
+	w := id >> 6
+	if int(w) >= len(s.words) {
+		return s.sparse.insert(id)
+	}
+	old := s.words[w]
+	bit := uint64(1) << (id & 63)
+	if old&bit != 0 {
+		return false
+	}
+	if old == 0 {
+		s.touched = append(s.touched, w)
+	}
+	s.words[w] = old | bit
+	return true
+}
+
+// contains reports whether id is in the set.
+func (s *visitedIDs) contains(id uint32) bool {
+	w := id >> 6
+	if int(w) >= len(s.words) {
+		return s.sparse.contains(id)
+	}
+	return s.words[w]&(1<<(id&63)) != 0
+}

@@ -353,8 +353,11 @@ def main(argv):
 
     for path in sorted(glob.glob(os.path.join(out, "*.json")), key=order):
         with open(path) as f:
-            results.append(json.load(f))
-        write_dataset(out, results[-1])
+            result = json.load(f)
+        if "dataset" not in result or "libs" not in result or "mode" in result:
+            continue  # not a numpy-mode result (larger-than-ram*.json: ltr.py --report)
+        results.append(result)
+        write_dataset(out, result)
     if not results:
         print("no results in %s" % out, file=sys.stderr)
         return 1

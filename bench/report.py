@@ -379,6 +379,8 @@ def style_targets(result):
         get(up, "lists_build", "add_item_us"), goal and "≤ %s (at %d-d)" % (goal, dims), le=goal)
     row("add_item µs per call (best chunk)", get(ours, "lists_build", "add_item_us_best_chunk"),
         get(up, "lists_build", "add_item_us_best_chunk"))
+    row("add_item process CPU µs per call (mean)", get(ours, "lists_build", "add_item_cpu_us"),
+        get(up, "lists_build", "add_item_cpu_us"))
     row("add_item loop s", get(ours, "lists_build", "add_s"), get(up, "lists_build", "add_s"))
     row("build + commit s (after the loop)", get(ours, "lists_build", "build_s"), get(up, "lists_build", "build_s"))
     row("load + build s (loop + build + commit)", get(ours, "lists_build", "total_s"),
@@ -396,14 +398,18 @@ def style_targets(result):
                      "ours ≥ upstream", "n/a" if ok is None else "PASS" if ok else "MISS"))
     for ef in result["params"]["ef_search"]:
         e = str(ef)
-        lst, rw, b1 = (get(ours, "query", "modes", m, e, "us") for m in ("list", "row", "batch1"))
-        pack = get(ours, "query", "pack", "us")
-        for what, v in (("by_vec(ndarray row) − by_array(threads=1) µs per query (ours), ef=%d" % ef,
-                         None if rw is None or b1 is None else rw - b1),
-                        ("by_vec(list) − by_array(threads=1) − struct.pack µs per query (ours), ef=%d" % ef,
-                         None if lst is None or b1 is None or pack is None else lst - b1 - pack)):
+        over = {}
+        for unit in ("us", "cpu_us"):
+            lst, rw, b1 = (get(ours, "query", "modes", m, e, unit) for m in ("list", "row", "batch1"))
+            pack = get(ours, "query", "pack", unit)
+            over["row", unit] = None if rw is None or b1 is None else rw - b1
+            over["list", unit] = None if lst is None or b1 is None or pack is None else lst - b1 - pack
+        for key, what in (("row", "by_vec(ndarray row) − by_array(threads=1)"),
+                          ("list", "by_vec(list) − by_array(threads=1) − struct.pack")):
+            v = over[key, "us"]
             ok = None if v is None else v <= BY_VEC_OVERHEAD_US
-            rows.append((what, fmt(v, 1), "", "", "≤ %g" % BY_VEC_OVERHEAD_US,
+            rows.append(("%s µs per query, wall (CPU), ours, ef=%d" % (what, ef),
+                         "%s (%s)" % (fmt(v, 1), fmt(over[key, "cpu_us"], 1)), "", "", "≤ %g" % BY_VEC_OVERHEAD_US,
                          "n/a" if ok is None else "PASS" if ok else "MISS"))
     return rows
 
@@ -439,17 +445,18 @@ def style_dataset_markdown(result):
         "with `threads=%d` for ours, in its own process, into a second index."
         % (d["dims"], p["M"], p["ef_construction"], d["dims"], p["threads"]),
         "",
-        "| library | version | add_item loop s | add_item µs/call (best, median chunk) | struct.pack µs/call | "
-        "build + commit s | load + build s | numpy mode: add_items + build s | lists / numpy | "
-        "CPU s loop / build | peak RSS MiB (lists alone) |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| library | version | add_item loop s | add_item µs/call (best, median chunk) | add_item CPU µs/call "
+        "(best chunk) | struct.pack µs/call | build + commit s | load + build s | numpy mode: add_items + build s | "
+        "lists / numpy | CPU s loop / build | peak RSS MiB (lists alone) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name in libs:
         lib = result["libs"][name]
         b, nb = lib.get("lists_build", {}), lib.get("numpy_build", {})
-        lines.append("| %s | %s | %s | %s (%s, %s) | %s | %s | %s | %s | %s | %s / %s | %s (%s) |" % (
+        lines.append("| %s | %s | %s | %s (%s, %s) | %s (%s) | %s | %s | %s | %s | %s | %s / %s | %s (%s) |" % (
             name, lib.get("version", "?"), fmt(b.get("add_s"), 2), fmt(b.get("add_item_us"), 1),
             fmt(b.get("add_item_us_best_chunk"), 1), fmt(b.get("add_item_us_median_chunk"), 1),
+            fmt(b.get("add_item_cpu_us"), 1), fmt(b.get("add_item_cpu_us_best_chunk"), 1),
             fmt(b.get("pack", {}).get("us"), 2), fmt(b.get("build_s"), 2), fmt(b.get("total_s"), 2),
             fmt(nb.get("build_s"), 2), fmt(ratio(b.get("total_s"), nb.get("build_s")), 2),
             fmt(b.get("add_cpu_s"), 1), fmt(b.get("build_cpu_s"), 1), fmt(mib(b.get("rss_peak")), 0),
@@ -463,26 +470,37 @@ def style_dataset_markdown(result):
         "ef_search=ef)` with q from `tolist()`; row = the same with a float32 ndarray row (the numpy mode's "
         "single query); by_array = `by_array(Q, n=%d, ef_search=ef, out=...)` on one thread (ours "
         "`threads=1`; upstream through RAYON_NUM_THREADS=1), per query. Overheads: list − by_array − struct.pack "
-        "of the query list, row − by_array." % (100, p["min_time"], p["k"], p["k"]),
+        "of the query list, row − by_array. µs = wall time of the best pass per query; in parentheses the "
+        "least process CPU time of a pass per query, which other work on the machine disturbs less."
+        % (100, p["min_time"], p["k"], p["k"]),
         "",
-        "| library | ef_search | recall@%d list | QPS list | µs list | QPS row | µs row | µs by_array 1 thr | "
-        "list overhead µs | row overhead µs |" % p["k"],
+        "| library | ef_search | recall@%d list | QPS list | µs list (CPU) | QPS row | µs row (CPU) | "
+        "µs by_array 1 thr (CPU) | list overhead µs (CPU) | row overhead µs (CPU) |" % p["k"],
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name in libs:
         q = result["libs"][name].get("query")
         if not q:
             continue
-        pack = q.get("pack", {}).get("us")
+        pack = q.get("pack", {})
         for ef in p["ef_search"]:
             lst, rw, b1 = (q["modes"].get(mo, {}).get(str(ef), {}) for mo in ("list", "row", "batch1"))
-            lo = None if None in (lst.get("us"), b1.get("us"), pack) else lst["us"] - b1["us"] - pack
-            ro = None if None in (rw.get("us"), b1.get("us")) else rw["us"] - b1["us"]
+
+            def both(x, key="us"):
+                return "%s (%s)" % (fmt(x.get(key), 1), fmt(x.get("cpu_" + key), 1))
+
+            over = {}
+            for unit in ("us", "cpu_us"):
+                vals = (lst.get(unit), b1.get(unit), pack.get(unit), rw.get(unit))
+                over["list_" + unit] = None if None in vals[:3] else vals[0] - vals[1] - vals[2]
+                over["row_" + unit] = None if None in vals[1::2] else vals[3] - vals[1]
             lines.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                name, ef, fmt(lst.get("recall"), 3), fmt(lst.get("qps")), fmt(lst.get("us"), 1), fmt(rw.get("qps")),
-                fmt(rw.get("us"), 1), fmt(b1.get("us"), 1), fmt(lo, 1), fmt(ro, 1)))
-    lines += ["", "struct.pack of a query list: %s µs." % ", ".join(
-        "%s %s" % (n, fmt(result["libs"][n].get("query", {}).get("pack", {}).get("us"), 2)) for n in libs)]
+                name, ef, fmt(lst.get("recall"), 3), fmt(lst.get("qps")), both(lst), fmt(rw.get("qps")), both(rw),
+                both(b1), "%s (%s)" % (fmt(over["list_us"], 1), fmt(over["list_cpu_us"], 1)),
+                "%s (%s)" % (fmt(over["row_us"], 1), fmt(over["row_cpu_us"], 1))))
+    lines += ["", "struct.pack of a query list, µs (CPU): %s." % ", ".join(
+        "%s %s (%s)" % (n, fmt(result["libs"][n].get("query", {}).get("pack", {}).get("us"), 2),
+                        fmt(result["libs"][n].get("query", {}).get("pack", {}).get("cpu_us"), 2)) for n in libs)]
     rows = style_targets(result) if "ours" in result["libs"] and "upstream" in result["libs"] else []
     if rows:
         lines += ["", "### Ours / upstream", "",

@@ -32,7 +32,7 @@ def pack_floor(lists, dims, min_time):
     fmt = "%df" % dims
     pack = struct.pack
     calls_per_s, _, stats = timed(lambda: [pack(fmt, *row) for row in lists], len(lists), min_time)
-    return dict(stats, us=1e6 / calls_per_s)
+    return dict(stats, us=1e6 / calls_per_s, cpu_us=stats["cpu_s_best_pass"] / len(lists) * 1e6)
 
 
 def phase_lists_build(r, a, meta):
@@ -45,21 +45,24 @@ def phase_lists_build(r, a, meta):
     pack = pack_floor(lists, dims, a.min_time)
     db = r._db(a.index)
     chunk = max(100, -(-n // CHUNKS))
-    chunk_s = []
+    chunk_s, chunk_cpu = [], []
     cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     with db.writer(dims, m=M, ef=EF_CONSTRUCTION) as writer:
         t1 = time.perf_counter()
         for s in range(0, n, chunk):
-            ts = time.perf_counter()
+            cs, ts = time.process_time(), time.perf_counter()
             for i in range(s, min(s + chunk, n)):
                 writer.add_item(i, lists[i])
             chunk_s.append(time.perf_counter() - ts)
+            chunk_cpu.append(time.process_time() - cs)
         t2 = time.perf_counter()
         cpu2 = cpu_seconds()
     t3 = time.perf_counter()
     cpu3 = cpu_seconds()
-    per_call = [dt / (min(s + chunk, n) - s) * 1e6 for s, dt in zip(range(0, n, chunk), chunk_s)]
+    calls = [min(s + chunk, n) - s for s in range(0, n, chunk)]
+    per_call = [dt / c * 1e6 for dt, c in zip(chunk_s, calls)]
+    per_call_cpu = [dt / c * 1e6 for dt, c in zip(chunk_cpu, calls)]
     alloc, apparent = disk_usage(a.index)
     return {
         "n": n,
@@ -74,6 +77,8 @@ def phase_lists_build(r, a, meta):
         "add_item_us_best_chunk": min(per_call),
         "add_item_us_median_chunk": float(np.median(per_call)),
         "add_item_us_chunks": per_call,
+        "add_item_cpu_us": (cpu2 - cpu0) / n * 1e6,  # process CPU time per call (all its threads)
+        "add_item_cpu_us_best_chunk": min(per_call_cpu),
         "chunk": chunk,
         "pack": pack,
         "rss_loaded": rss_loaded,
@@ -116,7 +121,8 @@ def phase_lists_query(r, a, meta):
             if key != "batch1":
                 res = [r.ids_of(x) for x in res]
             ids["%s_ef%d" % (key, ef)] = to_ids(res, k)
-            out.setdefault(key, {})[str(ef)] = dict(stats, qps=qps, us=1e6 / qps)
+            out.setdefault(key, {})[str(ef)] = dict(stats, qps=qps, us=1e6 / qps,
+                                                    cpu_us=stats["cpu_s_best_pass"] / nq * 1e6)
     np.savez(a.ids, **ids)
     return {"open_s": open_s, "modes": out, "pack": pack, "batch_api": r.batch_api, "nq": nq,
             "rayon_threads": os.environ.get("RAYON_NUM_THREADS"), "rss_peak": maxrss_bytes(),

@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """Benchmark driver: this hannoy against upstream hannoy 0.1.3, hnswlib, usearch and faiss.
 
-Run through bench/run.sh, which sets up bench/.venv first. For every data set and library it runs
-the library's build and its queries in separate processes (runners/), scores the returned ids
-against exact neighbours, and writes <out>/<dataset>.json, .md, .png and <out>/SUMMARY.md.
+Run through bench/run.sh, which sets up bench/.venv first. Two modes, both run by default:
 
-  python bench/bench.py                        # every data set, every library
-  python bench/bench.py --quick                # CI smoke test: small subset, ours vs hnswlib
-  python bench/bench.py --datasets sift-5k --libs upstream,hnswlib
+  numpy           for every data set and library, the library's build and its queries in separate
+                  processes (runners/), the returned ids scored against exact neighbours;
+                  -> <out>/<dataset>.json, .md, .png and <out>/SUMMARY.md
+  upstream-style  ours and upstream hannoy as upstream's README uses them: add_item(i, list) in a
+                  loop, then by_vec(list) per query, beside the numpy-mode calls of the same run
+                  (upstream_style.py); -> <out>/upstream-style-<dataset>.json, upstream-style.md
+
+  python bench/bench.py                        # both modes, every data set, every library
+  python bench/bench.py --quick                # CI smoke test: small subset, ours vs hnswlib, and
+                                               # the upstream-style mode, ours vs upstream
+  python bench/bench.py --datasets sift-5k --libs upstream,hnswlib --modes numpy
+  python bench/bench.py --modes upstream-style # only the upstream-style mode
 """
 
 import argparse
@@ -24,12 +31,14 @@ import numpy as np
 
 import datasets
 import report
+import upstream_style
 from runners import HANNOY_LIBS, LIBS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 WORK = os.path.join(HERE, ".cache", "work")
 EFS = [10, 20, 40, 80, 160, 320]
+MODES = ("numpy", upstream_style.MODE)
 PARAMS = {"M": 16, "M0": 32, "ef_construction": 96}
 
 try:
@@ -45,7 +54,12 @@ def parse_args(argv):
                         "ef 10 and 40; exits non-zero if anything fails")
     p.add_argument("--datasets", help="comma-separated, 'all' for every known one (default: %s)"
                    % ",".join(datasets.DEFAULT))
-    p.add_argument("--libs", help="comma-separated subset of %s (default: all)" % ",".join(LIBS))
+    p.add_argument("--libs", help="comma-separated subset of %s (default: all; the upstream-style mode "
+                   "runs for the hannoy ones)" % ",".join(LIBS))
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of %s (default: both)"
+                   % ",".join(MODES))
+    p.add_argument("--style-datasets", help="data sets of the upstream-style mode (default: %s; quick: %s)"
+                   % (",".join(upstream_style.DEFAULT_DATASETS), ",".join(upstream_style.QUICK_DATASETS)))
     p.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data"),
                    help="folder holding fashion-mnist/ and sift-ngt-5k/ (default: ../shared/data from the repository root)")
     p.add_argument("--out", help="output folder (default: bench/results, or bench/.cache/results-quick with --quick)")
@@ -59,7 +73,19 @@ def parse_args(argv):
     p.add_argument("--keep-indexes", action="store_true", help="keep the built indexes in bench/.cache/work")
     p.add_argument("--strict", action="store_true", help="exit non-zero when any step fails (implied by --quick)")
     a = p.parse_args(argv)
+    a.libs_given = bool(a.libs)
     a.libs = a.libs.split(",") if a.libs else (["ours", "hnswlib"] if a.quick else list(LIBS))
+    a.modes = a.modes.split(",")
+    if [m for m in a.modes if m not in MODES]:
+        p.error("unknown mode in --modes %s; known: %s" % (",".join(a.modes), ",".join(MODES)))
+    a.style_datasets = (a.style_datasets.split(",") if a.style_datasets
+                        else upstream_style.QUICK_DATASETS if a.quick else upstream_style.DEFAULT_DATASETS)
+    for name in a.style_datasets:
+        try:
+            if datasets.split_name(name)[1]:
+                p.error("--style-datasets: %s is not a float data set" % name)
+        except ValueError as e:
+            p.error(str(e))
     unknown = [x for x in a.libs if x not in LIBS]
     if unknown:
         p.error("unknown library %s; known: %s" % (", ".join(unknown), ", ".join(LIBS)))
@@ -116,9 +142,11 @@ def machine_info():
     }
 
 
-def run_worker(lib, phase, args, a):
-    """Run one phase of a runner in a fresh process; -> (result dict, error string or None)."""
+def run_worker(lib, phase, args, a, extra_env=None):
+    """Run one phase of a runner in a fresh process; -> (result dict, error string or None).
+    extra_env: variables to set in the process (over the thread counts)."""
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
+    env.update(extra_env or {})
     cmd = [sys.executable, "-m", "runners." + LIBS[lib], phase] + args
     try:
         proc = subprocess.run(cmd, cwd=HERE, env=env, capture_output=True, text=True, timeout=a.timeout)
@@ -241,7 +269,9 @@ def main(argv=None):
 
     # Which libraries import here, and their versions (each in its own process, like the runs).
     versions, metrics_of = {}, {}
-    for lib in a.libs:
+    numpy_libs = a.libs if "numpy" in a.modes else []
+    style_libs = upstream_style.libs_of(a) if upstream_style.MODE in a.modes else []
+    for lib in numpy_libs + [x for x in style_libs if x not in numpy_libs]:
         mod = importlib.import_module("runners." + LIBS[lib])
         metrics_of[lib] = next(v.METRICS for v in vars(mod).values()
                                if isinstance(v, type) and v.__module__ == mod.__name__ and hasattr(v, "METRICS"))
@@ -256,6 +286,17 @@ def main(argv=None):
             versions[lib] = info["version"]
     print("libraries: %s" % ", ".join("%s %s" % kv for kv in versions.items()) or "none", file=sys.stderr)
 
+    results = numpy_mode(a, machine, versions, metrics_of, failures) if numpy_libs else []
+    style_failures = upstream_style.run(sys.modules[__name__], a, versions) if style_libs else []
+    failures += style_failures
+    if failures:
+        print("\n%d problem(s):\n  %s" % (len(failures), "\n  ".join(failures)), file=sys.stderr)
+    ran = results or (style_libs and not style_failures)
+    return 1 if (a.strict and (failures or not ran)) else 0
+
+
+def numpy_mode(a, machine, versions, metrics_of, failures):
+    """The numpy mode over a.datasets and a.libs; -> the results written (problems go to failures)."""
     steps = plan(a, metrics_of)
     prog = Progress(sum(steps.values()) + len(a.datasets))
     results = []
@@ -300,9 +341,7 @@ def main(argv=None):
     if results:
         report.write_summary(a.out, results)
         print("results in %s (SUMMARY.md, <dataset>.md/.json/.png)" % a.out, file=sys.stderr)
-    if failures:
-        print("\n%d problem(s):\n  %s" % (len(failures), "\n  ".join(failures)), file=sys.stderr)
-    return 1 if (a.strict and (failures or not results)) else 0
+    return results
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Reports from the raw results: <dataset>.md tables, <dataset>.png recall-vs-QPS plots and
-SUMMARY.md with the project's target ratios (each marked PASS or MISS).
+SUMMARY.md with the project's target ratios (each marked PASS or MISS); upstream-style.md from the
+upstream-style mode's upstream-style-<dataset>.json files.
 
 bench.py calls it after each run; `python bench/report.py [folder]` rebuilds the reports from the
 JSON files in a folder (default bench/results).
@@ -344,6 +345,213 @@ def write_summary(out, results):
         f.write(summary_markdown(results))
 
 
+# --- upstream-style mode (upstream_style.py) -------------------------------------------------------
+
+STYLE = "upstream-style"
+# issue #14's goal for add_item per call, ours / upstream, by dimension (other dimensions: none)
+ADD_ITEM_GOAL = {784: 0.8, 50: 1.0}
+BY_VEC_OVERHEAD_US = 3.0  # issue #14: by_vec at most by_array(threads=1) per query + 3 µs (+ struct.pack for lists)
+
+
+def style_targets(result):
+    """Rows (what, ours, upstream, value text, goal text, status) of one upstream-style data set."""
+    libs, rows = result["libs"], []
+    ours, up = libs.get("ours", {}), libs.get("upstream", {})
+    dims = result["dataset"]["dims"]
+
+    def get(lib, *keys):
+        for k in keys:
+            lib = (lib or {}).get(k)
+        return lib
+
+    def row(what, o, u, goal=None, le=None, ge=None, nd=2):
+        v = ratio(o, u)
+        ok = None
+        if v is not None and le is not None:
+            ok = v <= le
+        if v is not None and ge is not None:
+            ok = v >= ge
+        rows.append((what, fmt(o, nd), fmt(u, nd), fmt(v, 3), goal or "(info)",
+                     "" if goal is None else ("n/a" if ok is None else "PASS" if ok else "MISS")))
+
+    goal = ADD_ITEM_GOAL.get(dims)
+    row("add_item µs per call (mean over the loop)", get(ours, "lists_build", "add_item_us"),
+        get(up, "lists_build", "add_item_us"), goal and "≤ %s (at %d-d)" % (goal, dims), le=goal)
+    row("add_item µs per call (best chunk)", get(ours, "lists_build", "add_item_us_best_chunk"),
+        get(up, "lists_build", "add_item_us_best_chunk"))
+    row("add_item process CPU µs per call (mean)", get(ours, "lists_build", "add_item_cpu_us"),
+        get(up, "lists_build", "add_item_cpu_us"))
+    row("add_item loop s", get(ours, "lists_build", "add_s"), get(up, "lists_build", "add_s"))
+    row("build + commit s (after the loop)", get(ours, "lists_build", "build_s"), get(up, "lists_build", "build_s"))
+    row("load + build s (loop + build + commit)", get(ours, "lists_build", "total_s"),
+        get(up, "lists_build", "total_s"), "≤ 0.8", le=0.8)
+    row("numpy mode: add_items + build s", get(ours, "numpy_build", "build_s"), get(up, "numpy_build", "build_s"))
+    for ef in result["params"]["ef_search"]:
+        e = str(ef)
+        row("by_vec(list) QPS, ef=%d" % ef, get(ours, "query", "modes", "list", e, "qps"),
+            get(up, "query", "modes", "list", e, "qps"), "≥ 1.5", ge=1.5, nd=0)
+    for ef in result["params"]["ef_search"]:
+        e = str(ef)
+        ro, ru = get(ours, "query", "modes", "list", e, "recall"), get(up, "query", "modes", "list", e, "recall")
+        ok = None if ro is None or ru is None else ro >= ru
+        rows.append(("recall@%d by_vec(list), ef=%d" % (result["params"]["k"], ef), fmt(ro, 4), fmt(ru, 4), "",
+                     "ours ≥ upstream", "n/a" if ok is None else "PASS" if ok else "MISS"))
+    for ef in result["params"]["ef_search"]:
+        e = str(ef)
+        over = {}
+        for unit in ("us", "cpu_us"):
+            lst, rw, b1 = (get(ours, "query", "modes", m, e, unit) for m in ("list", "row", "batch1"))
+            pack = get(ours, "query", "pack", unit)
+            over["row", unit] = None if rw is None or b1 is None else rw - b1
+            over["list", unit] = None if lst is None or b1 is None or pack is None else lst - b1 - pack
+        for key, what in (("row", "by_vec(ndarray row) − by_array(threads=1)"),
+                          ("list", "by_vec(list) − by_array(threads=1) − struct.pack")):
+            v = over[key, "us"]
+            ok = None if v is None else v <= BY_VEC_OVERHEAD_US
+            rows.append(("%s µs per query, wall (CPU), ours, ef=%d" % (what, ef),
+                         "%s (%s)" % (fmt(v, 1), fmt(over[key, "cpu_us"], 1)), "", "", "≤ %g" % BY_VEC_OVERHEAD_US,
+                         "n/a" if ok is None else "PASS" if ok else "MISS"))
+    return rows
+
+
+def style_dataset_markdown(result):
+    d, p, m = result["dataset"], result["params"], result["machine"]
+    libs = libs_of(result)
+
+    def loads(lib):
+        return "/".join("%.1f" % lib[s]["loadavg"] for s in ("lists_build", "numpy_build", "query")
+                        if "loadavg" in lib.get(s, {}))
+
+    cpw = [x["cpu_per_wall"] for name in libs
+           for per_ef in result["libs"][name].get("query", {}).get("modes", {}).values()
+           for x in per_ef.values() if "cpu_per_wall" in x]
+    lines = [
+        "## %s (%s, %s base, %s queries, %d-d)"
+        % (d["name"], d["metric"], fmt(d["n_base"]), fmt(d["n_queries"]), d["dims"]),
+        "",
+        "%s. %s UTC, repository commit %s, %s (%d cores). Load average %.1f at start, %.1f at end; "
+        "per step (lists build / numpy build / queries): %s. Timed single-thread query loops ran at %s CPU/wall "
+        "(1 = a core of their own)."
+        % (d["description"], m["date"], m.get("repo_commit") or "?", m["cpu"], m["cores"], m["loadavg_start"][0],
+           m.get("loadavg_end", [float("nan")])[0], ", ".join("%s %s" % (n, loads(result["libs"][n])) for n in libs),
+           "%.2f-%.2f" % (min(cpw), max(cpw)) if cpw else "–"),
+        "",
+        "### Load and build",
+        "",
+        "`with db.writer(%d, m=%d, ef=%d) as writer:` then `writer.add_item(i, lists[i])` for every item; the "
+        "build and commit happen at the end of the `with` block. add_item µs per call: mean over the loop "
+        "(best and median chunk: the loop is timed in chunks of n/20 calls, at least 100). struct.pack: "
+        "`struct.pack(f\"%df\", *row)` of the same lists, best pass. Numpy mode: `add_items(ids, float32 array)` "
+        "with `threads=%d` for ours, in its own process, into a second index."
+        % (d["dims"], p["M"], p["ef_construction"], d["dims"], p["threads"]),
+        "",
+        "| library | version | add_item loop s | add_item µs/call (best, median chunk) | add_item CPU µs/call "
+        "(best chunk) | struct.pack µs/call | build + commit s | load + build s | numpy mode: add_items + build s | "
+        "lists / numpy | CPU s loop / build | peak RSS MiB (lists alone) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name in libs:
+        lib = result["libs"][name]
+        b, nb = lib.get("lists_build", {}), lib.get("numpy_build", {})
+        lines.append("| %s | %s | %s | %s (%s, %s) | %s (%s) | %s | %s | %s | %s | %s | %s / %s | %s (%s) |" % (
+            name, lib.get("version", "?"), fmt(b.get("add_s"), 2), fmt(b.get("add_item_us"), 1),
+            fmt(b.get("add_item_us_best_chunk"), 1), fmt(b.get("add_item_us_median_chunk"), 1),
+            fmt(b.get("add_item_cpu_us"), 1), fmt(b.get("add_item_cpu_us_best_chunk"), 1),
+            fmt(b.get("pack", {}).get("us"), 2), fmt(b.get("build_s"), 2), fmt(b.get("total_s"), 2),
+            fmt(nb.get("build_s"), 2), fmt(ratio(b.get("total_s"), nb.get("build_s")), 2),
+            fmt(b.get("add_cpu_s"), 1), fmt(b.get("build_cpu_s"), 1), fmt(mib(b.get("rss_peak")), 0),
+            fmt(mib(None if b.get("rss_lists") is None else b["rss_lists"] - b["rss_loaded"]), 0)))
+    lines += [
+        "",
+        "### Single queries",
+        "",
+        "In a fresh process on the index built above, RAYON_NUM_THREADS=1. Per ef_search: %d warm-up queries, "
+        "then repeated passes over every query for %.1f s, best pass. list = `reader.by_vec(q, n=%d, "
+        "ef_search=ef)` with q from `tolist()`; row = the same with a float32 ndarray row (the numpy mode's "
+        "single query); by_array = `by_array(Q, n=%d, ef_search=ef, out=...)` on one thread (ours "
+        "`threads=1`; upstream through RAYON_NUM_THREADS=1), per query. Overheads: list − by_array − struct.pack "
+        "of the query list, row − by_array. µs = wall time of the best pass per query; in parentheses the "
+        "least process CPU time of a pass per query, which other work on the machine disturbs less."
+        % (100, p["min_time"], p["k"], p["k"]),
+        "",
+        "| library | ef_search | recall@%d list | QPS list | µs list (CPU) | QPS row | µs row (CPU) | "
+        "µs by_array 1 thr (CPU) | list overhead µs (CPU) | row overhead µs (CPU) |" % p["k"],
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name in libs:
+        q = result["libs"][name].get("query")
+        if not q:
+            continue
+        pack = q.get("pack", {})
+        for ef in p["ef_search"]:
+            lst, rw, b1 = (q["modes"].get(mo, {}).get(str(ef), {}) for mo in ("list", "row", "batch1"))
+
+            def both(x, key="us"):
+                return "%s (%s)" % (fmt(x.get(key), 1), fmt(x.get("cpu_" + key), 1))
+
+            over = {}
+            for unit in ("us", "cpu_us"):
+                vals = (lst.get(unit), b1.get(unit), pack.get(unit), rw.get(unit))
+                over["list_" + unit] = None if None in vals[:3] else vals[0] - vals[1] - vals[2]
+                over["row_" + unit] = None if None in vals[1::2] else vals[3] - vals[1]
+            lines.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                name, ef, fmt(lst.get("recall"), 3), fmt(lst.get("qps")), both(lst), fmt(rw.get("qps")), both(rw),
+                both(b1), "%s (%s)" % (fmt(over["list_us"], 1), fmt(over["list_cpu_us"], 1)),
+                "%s (%s)" % (fmt(over["row_us"], 1), fmt(over["row_cpu_us"], 1))))
+    lines += ["", "struct.pack of a query list, µs (CPU): %s." % ", ".join(
+        "%s %s (%s)" % (n, fmt(result["libs"][n].get("query", {}).get("pack", {}).get("us"), 2),
+                        fmt(result["libs"][n].get("query", {}).get("pack", {}).get("cpu_us"), 2)) for n in libs)]
+    rows = style_targets(result) if "ours" in result["libs"] and "upstream" in result["libs"] else []
+    if rows:
+        lines += ["", "### Ours / upstream", "",
+                  "Goals from issue #14; ratios from this run only.", "",
+                  "| figure | ours | upstream | ours / upstream | goal | status |", "|---|--:|--:|--:|---|---|"]
+        lines += ["| %s |" % " | ".join(r) for r in rows]
+    notes = ["- %s: skipped, %s" % kv for kv in result.get("skipped", {}).items()]
+    for name in libs:
+        notes += ["- %s: failed: `%s`" % (name, e.splitlines()[0]) for e in result["libs"][name].get("errors", [])]
+    if notes:
+        lines += ["", "### Notes", ""] + notes
+    return "\n".join(lines) + "\n"
+
+
+def style_markdown(results):
+    counts = {"PASS": 0, "MISS": 0, "n/a": 0}
+    for r in results:
+        if "ours" in r["libs"] and "upstream" in r["libs"]:
+            for row in style_targets(r):
+                if row[5] in counts:
+                    counts[row[5]] += 1
+    lines = [
+        "# Upstream-style mode: add_item and by_vec with Python lists",
+        "",
+        "What upstream hannoy's README shows a user doing, measured for this package and upstream hannoy 0.1.3 "
+        "beside the numpy mode's calls in the same run: lists from `ndarray.tolist()` made before timing, "
+        "`writer.add_item(i, list)` in a loop, the build at the end of the `with` block, then "
+        "`reader.by_vec(list, n=10, ef_search=ef)` per query. Rerun: `bash bench/run.sh --modes upstream-style`; "
+        "rebuild this page: `python bench/report.py bench/results`. Each data set below is one run (its own date "
+        "and load); compare ratios within a data set.",
+        "",
+        "**Goals of issue #14: %d PASS, %d MISS, %d n/a.**" % (counts["PASS"], counts["MISS"], counts["n/a"]),
+        "",
+    ]
+    for r in results:
+        lines.append(style_dataset_markdown(r))
+    return "\n".join(lines)
+
+
+def write_upstream_style(out):
+    """Rebuild <out>/upstream-style.md from every <out>/upstream-style-*.json; -> how many."""
+    results = []
+    for path in sorted(glob.glob(os.path.join(out, STYLE + "-*.json"))):
+        with open(path) as f:
+            results.append(json.load(f))
+    if results:
+        with open(os.path.join(out, STYLE + ".md"), "w") as f:
+            f.write(style_markdown(results))
+    return len(results)
+
+
 def main(argv):
     out = argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     results = []
@@ -353,12 +561,17 @@ def main(argv):
 
     for path in sorted(glob.glob(os.path.join(out, "*.json")), key=order):
         with open(path) as f:
-            results.append(json.load(f))
-        write_dataset(out, results[-1])
-    if not results:
+            result = json.load(f)
+        if "dataset" not in result or "libs" not in result or "mode" in result:
+            continue  # not a numpy-mode result (larger-than-ram*.json: ltr.py --report)
+        results.append(result)
+        write_dataset(out, result)
+    styles = write_upstream_style(out)
+    if not results and not styles:
         print("no results in %s" % out, file=sys.stderr)
         return 1
-    write_summary(out, results)
+    if results:
+        write_summary(out, results)
     return 0
 
 

@@ -9,7 +9,8 @@
 #  2. This repository's hannoy: `pip install <repo root>` into the venv, again whenever its
 #     sources change (needs Go; see the top-level README).
 #  3. Upstream hannoy 0.1.3 into its own directory, bench/.cache/upstream (both import as hannoy).
-#  4. python bench/bench.py "$@" (with --ltr: python bench/ltr.py and the other arguments).
+#  4. python bench/bench.py "$@": the numpy mode and the upstream-style mode (--modes picks one)
+#     (with --ltr: python bench/ltr.py and the other arguments).
 set -uo pipefail
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

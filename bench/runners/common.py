@@ -9,6 +9,9 @@
                the driver to score; -> QPS per mode and ef, open time, peak RSS of the process
   incremental  (hannoy only) build 99% of the base, then time a second writer adding the last 1%
                (add + build + commit), and save the ids of one query pass at --incr-ef
+  lists-build, lists-query
+               (hannoy only) the upstream-style mode: add_item and by_vec with Python lists, one
+               call per item or query (runners/hannoy_lists.py)
 
 A runner class implements: build(base, path), open(path), set_ef(ef), single(q, k) -> raw result
 (ids_of(raw) -> ids, applied after timing),
@@ -71,20 +74,24 @@ def disk_usage(path):
 def timed(fn, nq, min_time):
     """Run fn() repeatedly until min_time has passed.
 
-    -> (best QPS, first result, {"passes", "cpu_per_wall"}), cpu_per_wall being the process's CPU
-    time over wall time for all passes (about 1 for one busy thread, 2 for two: lower means the
-    machine was busy with other work)."""
-    first, best, total, passes = None, float("inf"), 0.0, 0
+    -> (best QPS, first result, {"passes", "cpu_per_wall", "cpu_s_best_pass"}), cpu_per_wall being
+    the process's CPU time over wall time for all passes (about 1 for one busy thread, 2 for two:
+    lower means the machine was busy with other work), cpu_s_best_pass the least process CPU time
+    of a pass (less sensitive than wall time to other work on the machine)."""
+    first, best, best_cpu, total, passes = None, float("inf"), float("inf"), 0.0, 0
     cpu = cpu_seconds()
     while True:
+        c = time.process_time()
         t = time.perf_counter()
         res = fn()
         dt = time.perf_counter() - t
+        best_cpu = min(best_cpu, time.process_time() - c)
         if passes == 0:
             first = res
         best, total, passes = min(best, dt), total + dt, passes + 1
         if total >= min_time or passes >= MAX_PASSES:
-            return nq / best, first, {"passes": passes, "cpu_per_wall": (cpu_seconds() - cpu) / total}
+            return nq / best, first, {"passes": passes, "cpu_per_wall": (cpu_seconds() - cpu) / total,
+                                      "cpu_s_best_pass": best_cpu}
 
 
 def load_queries(data_dir, binary):
@@ -171,7 +178,9 @@ def phase_incremental(r, a, meta):
 
 def main(runner_cls):
     p = argparse.ArgumentParser()
-    p.add_argument("phase", choices=["version", "build", "query", "incremental"])
+    phases = {"build": phase_build, "query": phase_query, "incremental": phase_incremental}
+    phases.update(runner_cls.extra_phases())
+    p.add_argument("phase", choices=["version"] + list(phases))
     p.add_argument("--data", help="prepared data set directory (bench/.cache/data/<name>)")
     p.add_argument("--index", help="index file or directory to write or read")
     p.add_argument("--ids", help="npz file for the returned ids")
@@ -190,8 +199,7 @@ def main(runner_cls):
             meta = json.load(f)
         a.rss_start = current_rss_bytes()  # before the library is imported
         r = runner_cls(meta["metric"], meta["dims"], meta["n_base"], a.threads)
-        fn = {"build": phase_build, "query": phase_query, "incremental": phase_incremental}[a.phase]
-        res = fn(r, a, meta)
+        res = phases[a.phase](r, a, meta)
     except Exception as e:  # reported to the driver as data, with the traceback on stderr
         traceback.print_exc()
         print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}))
@@ -217,6 +225,11 @@ class Runner:
     @classmethod
     def describe(cls):
         return {"version": cls.version(), "python": sys.version.split()[0]}
+
+    @classmethod
+    def extra_phases(cls):
+        """{name: phase(runner, args, meta)} beyond build, query and incremental."""
+        return {}
 
     def single_input(self, queries):
         return list(queries)

@@ -27,6 +27,12 @@ class HannoyRunner(Runner):
         raise TypeError("%s must define import_hannoy()" % cls.__name__)
 
     @classmethod
+    def extra_phases(cls):
+        from runners.hannoy_lists import PHASES  # the upstream-style mode: lists-build, lists-query
+
+        return PHASES
+
+    @classmethod
     def version(cls):
         from importlib.metadata import version
 

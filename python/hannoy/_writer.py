@@ -442,6 +442,15 @@ class Writer:
         vector : array-like of float
             ``dimensions`` finite numbers (converted to float32).
 
+        Notes
+        -----
+        The vector is checked at once (a bad one raises here and changes nothing), then handed
+        to the library with the next items in batches, each written in the background while
+        the following ones are converted. Every other call of the writer sees the items added
+        before it. A failure of the transaction itself while a
+        batch is written (a full map: :class:`~hannoy.MapFullError`) is raised by the writer's
+        next call; the writer can then only be aborted, as after any such failure.
+
         Examples
         --------
         >>> with db.writer(3) as w:

@@ -322,28 +322,81 @@ func hannoy_writer_add_items(h C.uint64_t, items *C.uint32_t, vectors *C.float, 
 			return err
 		}
 		if n == 0 {
-			return nil
+			return wh.direct(func() error { return nil }) // only reports a queued batch's outcome
 		}
 		if err := needPtr(items != nil && vectors != nil, "items or vectors"); err != nil {
 			return err
 		}
-		if int(dims) != wh.w.Dimensions() {
-			return fmt.Errorf("vectors of %d dimensions given to an index of %d: %w", uint32(dims), wh.w.Dimensions(),
-				&core.DimensionError{Expected: wh.w.Dimensions(), Received: int(dims)})
+		if err := wh.checkDims(dims); err != nil {
+			return err
 		}
 		if uint64(n) > math.MaxInt32 || uint64(n)*uint64(dims) > 1<<40 {
 			return invalid("too many vectors in one call: %d", uint64(n))
 		}
 		ids := unsafe.Slice((*uint32)(unsafe.Pointer(items)), int(n))
-		vecs := unsafe.Slice((*float32)(unsafe.Pointer(vectors)), int(n)*int(dims))
-		return wh.do(func() error {
-			err := wh.w.AddItems(wh.txn, ids, vecs)
-			if err != nil && !errors.Is(err, core.ErrInvalidArgument) && !errors.Is(err, core.ErrDimensions) {
-				return wh.fatal(err)
-			}
-			return err
-		})
+		vecs := floatsAt(unsafe.Pointer(vectors), int(n)*int(dims))
+		return wh.direct(func() error { return wh.add(ids, vecs) })
 	})
+}
+
+// hannoy_writer_queue_items is hannoy_writer_add_items in the background: it copies the items
+// and returns; a goroutine stores them while the caller prepares the next ones (add_item loops:
+// Python packs lists while Go writes to LMDB, on two cores). The caller must have checked the
+// vectors (dimensions, finite values): the outcome of a queued batch, stored or refused, is
+// reported by the writer's next call, and a refused batch leaves the transaction to be aborted.
+//
+//export hannoy_writer_queue_items
+func hannoy_writer_queue_items(h C.uint64_t, items *C.uint32_t, vectors *C.float, n C.uint64_t, dims C.uint32_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		wh, err := writerOf(h)
+		if err != nil {
+			return err
+		}
+		if err := wh.checkDims(dims); err != nil {
+			return err
+		}
+		if n == 0 {
+			return wh.direct(func() error { return nil })
+		}
+		if err := needPtr(items != nil && vectors != nil, "items or vectors"); err != nil {
+			return err
+		}
+		if uint64(n) > math.MaxInt32 || uint64(n)*uint64(dims) > 1<<40 {
+			return invalid("too many vectors in one call: %d", uint64(n))
+		}
+		return wh.queue(unsafe.Slice((*uint32)(unsafe.Pointer(items)), int(n)), floatsAt(unsafe.Pointer(vectors), int(n)*int(dims)))
+	})
+}
+
+// checkDims refuses vectors whose length is not the index's.
+func (wh *writerHandle) checkDims(dims C.uint32_t) error {
+	if int(dims) != wh.w.Dimensions() {
+		return fmt.Errorf("vectors of %d dimensions given to an index of %d: %w", uint32(dims), wh.w.Dimensions(),
+			&core.DimensionError{Expected: wh.w.Dimensions(), Received: int(dims)})
+	}
+	return nil
+}
+
+// add stores vectors; a refused vector (dimensions, NaN, inf) changes nothing and leaves the
+// transaction usable, any other failure (a full map) leaves it to be aborted. The caller holds
+// wh.mu (direct).
+func (wh *writerHandle) add(ids []uint32, vecs []float32) error {
+	err := wh.w.AddItems(wh.txn, ids, vecs)
+	if err != nil && !errors.Is(err, core.ErrInvalidArgument) && !errors.Is(err, core.ErrDimensions) {
+		return wh.fatal(err)
+	}
+	return err
+}
+
+// floatsAt views n float32 values at p, copying them when p is not 4-byte aligned (a buffer
+// the caller made at an odd offset).
+func floatsAt(p unsafe.Pointer, n int) []float32 {
+	if uintptr(p)%unsafe.Alignof(float32(0)) == 0 {
+		return unsafe.Slice((*float32)(p), n)
+	}
+	out := make([]float32, n)
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(out))), 4*n), unsafe.Slice((*byte)(p), 4*n))
+	return out
 }
 
 //export hannoy_writer_del_item
@@ -353,7 +406,7 @@ func hannoy_writer_del_item(h C.uint64_t, item C.uint32_t, existed *C.int32_t, e
 		if err != nil {
 			return err
 		}
-		return wh.do(func() error {
+		return wh.direct(func() error {
 			ok, err := wh.w.DelItem(wh.txn, uint32(item))
 			setI32(existed, ok)
 			return wh.fatal(err)
@@ -368,7 +421,7 @@ func hannoy_writer_clear(h C.uint64_t, errOut **C.char) C.int {
 		if err != nil {
 			return err
 		}
-		return wh.do(func() error { return wh.fatal(wh.w.Clear(wh.txn)) })
+		return wh.direct(func() error { return wh.fatal(wh.w.Clear(wh.txn)) })
 	})
 }
 
@@ -379,7 +432,7 @@ func hannoy_writer_need_build(h C.uint64_t, need *C.int32_t, errOut **C.char) C.
 		if err != nil {
 			return err
 		}
-		return wh.do(func() error {
+		return wh.direct(func() error {
 			ok, err := wh.w.NeedBuild(wh.txn)
 			setI32(need, ok)
 			return err
@@ -394,7 +447,7 @@ func hannoy_writer_contains(h C.uint64_t, item C.uint32_t, found *C.int32_t, err
 		if err != nil {
 			return err
 		}
-		return wh.do(func() error {
+		return wh.direct(func() error {
 			ok, err := wh.w.Contains(wh.txn, uint32(item))
 			setI32(found, ok)
 			return err
@@ -415,7 +468,7 @@ func hannoy_writer_item_vector(h C.uint64_t, item C.uint32_t, out *C.float, dims
 		if int(dims) != wh.w.Dimensions() {
 			return invalid("the output buffer holds %d values but the index has %d dimensions", uint32(dims), wh.w.Dimensions())
 		}
-		return wh.do(func() error {
+		return wh.direct(func() error {
 			vec, ok, err := wh.w.ItemVector(wh.txn, uint32(item))
 			if ok {
 				copy(unsafe.Slice((*float32)(unsafe.Pointer(out)), int(dims)), vec)
@@ -436,7 +489,7 @@ func hannoy_writer_len(h C.uint64_t, n *C.uint64_t, errOut **C.char) C.int {
 		if err := needPtr(n != nil, "output count"); err != nil {
 			return err
 		}
-		return wh.do(func() error {
+		return wh.direct(func() error {
 			c, err := wh.w.Len(wh.txn)
 			*n = C.uint64_t(c)
 			return err
@@ -693,6 +746,44 @@ func hannoy_reader_search(h C.uint64_t, queries *C.float, nq C.uint64_t, dims C.
 			})
 		}
 		return rh.reader.SearchBatch(rh.snap, q, n, opts, int(threads), fill)
+	})
+}
+
+// hannoy_reader_search_vec is hannoy_reader_search for one query without candidates, the call
+// of by_vec loops, with fewer arguments (each costs the caller a conversion): the query is
+// any buffer of dims float32 values (a Python bytes object from struct.pack, a numpy row),
+// hence void*; ids and dists hold k results, *count of them filled.
+//
+//export hannoy_reader_search_vec
+func hannoy_reader_search_vec(h C.uint64_t, query unsafe.Pointer, dims C.uint32_t, k C.uint32_t, ef C.uint32_t,
+	ids *C.uint32_t, dists *C.float, count *C.uint32_t, errOut **C.char) C.int {
+	return guard(errOut, func() error {
+		rh, err := readerOf(h)
+		if err != nil {
+			return err
+		}
+		if k < 1 {
+			return invalid("n must be at least 1, got %d", uint32(k))
+		}
+		if int(dims) != rh.reader.Dimensions() {
+			return fmt.Errorf("queries of %d dimensions for an index of %d: %w", uint32(dims), rh.reader.Dimensions(),
+				&core.DimensionError{Expected: rh.reader.Dimensions(), Received: int(dims)})
+		}
+		if err := needPtr(query != nil && ids != nil && dists != nil && count != nil, "query or an output buffer"); err != nil {
+			return err
+		}
+		q := floatsAt(query, int(dims))
+		opts := core.SearchOptions{Count: int(k), Ef: int(ef)}
+		return rh.with(func(txn core.Txn) error {
+			res, err := rh.reader.Search(txn, q, opts)
+			if err != nil {
+				return err
+			}
+			kk := int(k)
+			fillRow(unsafe.Slice((*uint32)(unsafe.Pointer(ids)), kk), unsafe.Slice((*float32)(unsafe.Pointer(dists)), kk), kk, 0, res)
+			*count = C.uint32_t(len(res))
+			return nil
+		})
 	})
 }
 

@@ -25,6 +25,8 @@ int hannoy_writer_open(uint64_t db, uint32_t index, uint32_t dims, uint32_t m, u
                        int32_t threads, uint64_t *w, char **err);
 int hannoy_writer_add_items(uint64_t w, const uint32_t *items, const float *vectors,
                             uint64_t n, uint32_t dims, char **err);
+int hannoy_writer_queue_items(uint64_t w, const uint32_t *items, const float *vectors,
+                              uint64_t n, uint32_t dims, char **err);
 int hannoy_writer_del_item(uint64_t w, uint32_t item, int32_t *existed, char **err);
 int hannoy_writer_clear(uint64_t w, char **err);
 int hannoy_writer_need_build(uint64_t w, int32_t *need, char **err);
@@ -46,6 +48,8 @@ int hannoy_reader_search(uint64_t r, const float *queries, uint64_t nq, uint32_t
                          uint32_t k, uint32_t ef, const uint32_t *candidates,
                          int64_t n_candidates, int32_t threads,
                          uint32_t *ids, float *dists, uint32_t *counts, char **err);
+int hannoy_reader_search_vec(uint64_t r, const void *query, uint32_t dims, uint32_t k, uint32_t ef,
+                             uint32_t *ids, float *dists, uint32_t *count, char **err);
 int hannoy_reader_search_items(uint64_t r, const uint32_t *items, uint64_t n, uint32_t k,
                                uint32_t ef, const uint32_t *candidates, int64_t n_candidates,
                                int32_t threads, uint32_t *ids, float *dists, int32_t *counts,

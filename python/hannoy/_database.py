@@ -7,12 +7,13 @@ import weakref
 from typing import Any, Dict, Optional, Union
 
 from . import _ffi
+from ._base import ProgressCallback
 from ._convert import MAX_I64, MAX_U64, as_int, as_path, describe
 from ._errors import ArgumentTypeError, HannoyError, InvalidArgumentError
 from ._handle import SharedHandle
 from ._metric import Metric, as_metric
 from ._reader import Reader
-from ._writer import ProgressCallback, Writer, end_thread_writers
+from ._writer import Writer, end_thread_writers
 
 __all__ = ["Database"]
 

@@ -205,6 +205,9 @@ class ForkedProcessError(HannoyError):
     "spawn" or "forkserver" start method."""
 
 
+#: HANNOY_E_INVALID, the status of a refused argument (capi/ABI.md).
+STATUS_INVALID = 1
+
 #: C status code -> exception class.
 STATUS: Dict[int, Type[HannoyError]] = {
     1: InvalidArgumentError,

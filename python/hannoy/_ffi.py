@@ -7,10 +7,13 @@ variable ``HANNOY_LIBRARY`` (for development).
 
 Every call into the library goes through :func:`lib`, which checks that the process is the one
 that loaded the library: in a child created by ``fork()`` after loading, calling into Go would
-hang, so :class:`~hannoy.ForkedProcessError` is raised instead.
+hang, so :class:`~hannoy.ForkedProcessError` is raised instead. The check is a flag that an
+``os.register_at_fork`` hook sets in the child (no ``getpid`` system call per call: the
+single-item and single-query paths make one library call of about a microsecond).
 
-cffi releases the GIL around every C call, so searches and builds run in parallel with other
-Python threads.
+cffi releases the GIL around every C call (ABI mode has no per-function choice), so searches and
+builds run in parallel with other Python threads; for the microsecond calls the release costs
+about 0.1 µs, and Go needs the thread free anyway while another thread's call holds a writer.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ _ffi: Any = None  # cffi.FFI, created on first use
 _lib: Any = None  # the dlopen'ed library, None until loaded
 _pid: Optional[int] = None  # the process that loaded the library
 _path: Optional[str] = None  # where it was loaded from
+# True in a child forked after the library was loaded (set by the at-fork hook below).
+_forked = False
 
 _FORK_MESSAGE = (
     "hannoy was used in this process's parent before fork(): the Go runtime inside "
@@ -56,6 +61,16 @@ _FORK_MESSAGE = (
     'multiprocessing.get_context("spawn").Pool(...), or create the processes before the '
     "first use of hannoy."
 )
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    if _lib is not None:
+        _forked = True
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork()
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def is_loaded() -> bool:
@@ -123,14 +138,19 @@ def lib() -> Any:
     """The loaded library; loads it on first use. Raises ForkedProcessError in a forked child."""
     if _lib is None:
         _load()
-    elif _pid != os.getpid():
+    elif _forked:
         raise ForkedProcessError(_FORK_MESSAGE)
     return _lib
 
 
+def forked_error() -> ForkedProcessError:
+    """The error of a call into the library from a forked child."""
+    return ForkedProcessError(_FORK_MESSAGE)
+
+
 def fork_safe() -> bool:
     """True when calling into the library is allowed (loaded by this very process)."""
-    return _lib is not None and _pid == os.getpid()
+    return _lib is not None and not _forked and _pid == os.getpid()
 
 
 def new_err() -> Any:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
+import struct
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from . import _ffi
+from ._base import DatabaseLike, Neighbours
 from ._convert import (
     MAX_I64,
     MAX_INDEX,
@@ -26,21 +27,22 @@ from ._convert import (
     describe,
     is_item,
 )
-from ._errors import ArgumentTypeError, HannoyError, InternalError, InvalidArgumentError
+from ._errors import (
+    STATUS_INVALID,
+    ArgumentTypeError,
+    HannoyError,
+    InternalError,
+    InvalidArgumentError,
+    error_for_status,
+)
 from ._handle import SharedHandle
 from ._metric import Metric
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ._database import Database
-
 __all__ = ["Reader"]
-
-Neighbours = List[Tuple[int, float]]
 
 _ONE_U32 = np.zeros(1, dtype=np.uint32)  # a valid pointer for empty candidate lists
 _MAX_U32 = 0xFFFFFFFF
 _F32 = np.dtype(np.float32)
-_add_reduce = np.add.reduce  # sum: NaN/inf in, non-finite out (overflow: checked again exactly)
 _local = threading.local()
 
 
@@ -173,7 +175,7 @@ class Reader:
 
     def __init__(
         self,
-        database: "Database",
+        database: DatabaseLike,
         index: int = 0,
         *,
         memory_budget: Optional[int] = None,
@@ -215,11 +217,22 @@ class Reader:
         except BaseException:
             self._h.close()
             raise
+        # What by_vec's fast path needs, in one tuple (attribute lookups cost there): a list or
+        # tuple of floats becomes float32 bytes in one struct call.
+        self._fast = (
+            self._h,
+            lib.hannoy_reader_search_vec,
+            struct.Struct("=%df" % self._dimensions).pack,
+            ffi.from_buffer,
+            (self._dimensions,),
+            self._dimensions,
+            self._n_items,
+        )
 
     # -- properties ------------------------------------------------------------------------
 
     @property
-    def database(self) -> "Database":
+    def database(self) -> DatabaseLike:
         """The :class:`Database` this reader reads."""
         return self._db
 
@@ -388,21 +401,64 @@ class Reader:
         >>> reader.by_vec([0.0, 1.0, 0.0], n=2, candidates=[0, 2])
         [(0, 2.0), (2, 2.0)]
         """
-        # The hot path of single-query loops: per-thread scratch buffers with cached pointers,
-        # fast checks for the common argument types, one C call.
+        # The hot path of single-query loops: a list, a tuple or a float32 row, no candidates,
+        # plain int arguments: one struct call (a row: none), one library call with per-thread
+        # out buffers, no numpy conversion. The library refuses NaN and inf (as_vector then
+        # describes them, as always). Anything else takes _by_vec, which checks everything
+        # first, in the order it always did.
+        if (
+            candidates is not None
+            or type(n) is not int
+            or type(ef_search) is not int
+            or not 0 < n <= _MAX_U32
+            or not 0 < ef_search <= _MAX_U32
+        ):
+            return self._by_vec(query, n, ef_search, candidates)
+        h, search, pack, from_buffer, shape, dims, n_items = self._fast
+        cls = type(query)
+        if cls is list or cls is tuple:
+            try:
+                data = pack(*query)
+            except Exception:  # wrong length, not numbers, beyond float32: see as_vector
+                return self._by_vec(query, n, ef_search, None)
+        elif cls is np.ndarray and query.dtype is _F32 and query.shape == shape:
+            try:
+                data = from_buffer(query)  # searched in place; C-contiguous only
+            except (TypeError, ValueError, BufferError):
+                return self._by_vec(query, n, ef_search, None)
+        else:
+            return self._by_vec(query, n, ef_search, None)
+        k = n if n < n_items else (n_items or 1)
+        s = getattr(_local, "scratch", None)
+        if s is None or s.key != (dims, k):
+            s = _local.scratch = _Scratch(dims, k)
+        if _ffi._forked:
+            raise _ffi.forked_error()
+        # No enter/exit bracket: the library takes one of the reader's transactions for the
+        # search, and closing a reader waits until they are all given back (a search that comes
+        # after finds the handle or the snapshot closed).
+        value = h.value
+        if not value:
+            raise h.closed_error()
+        rc = search(value, data, dims, k, ef_search, s.p_ids, s.p_dists, s.p_counts, s.err)
+        if rc:
+            message = _ffi.take_string(s.err[0])
+            if rc == STATUS_INVALID:
+                as_vector(query, dims, "query")  # NaN or inf: the error and message as ever
+            raise error_for_status(rc, message)
+        c = s.p_counts[0]
+        if c == k:
+            return list(zip(s.ids.tolist(), s.dists.tolist()))
+        return list(zip(s.ids[:c].tolist(), s.dists[:c].tolist()))
+
+    def _by_vec(self, query: Any, n: Any, ef_search: Any, candidates: Any) -> Neighbours:
+        """by_vec for any arguments: each checked (and converted) in turn."""
         dims = self._dimensions
-        if not (type(n) is int and 0 < n <= _MAX_U32):
-            n = as_positive(n, "n")
-        if not (type(ef_search) is int and 0 < ef_search <= _MAX_U32):
-            ef_search = as_positive(ef_search, "ef_search")
+        n = as_positive(n, "n")
+        ef_search = as_positive(ef_search, "ef_search")
         k = n if n < self._n_items else (self._n_items or 1)
         s = _scratch(dims, k)
-        if type(query) is np.ndarray and query.dtype == _F32 and query.shape == (dims,):
-            np.copyto(s.query, query)
-            if not math.isfinite(_add_reduce(s.query)):
-                as_vector(query, dims, "query")  # raises with the position of the bad value
-        else:
-            np.copyto(s.query, as_vector(query, dims, "query"))
+        np.copyto(s.query, as_vector(query, dims, "query"))
         if candidates is None:
             cptr, ncand = _ffi.ffi().NULL, -1
         else:
@@ -419,7 +475,7 @@ class Reader:
             h.exit()
         if rc:
             _ffi.check(rc, s.err)
-        c = int(s.counts[0])
+        c = s.p_counts[0]
         return list(zip(s.ids[:c].tolist(), s.dists[:c].tolist()))
 
     def by_item(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import array
+import struct
+import sys
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
 from . import _ffi
+from ._base import DatabaseLike, ProgressCallback
 from ._convert import (
     MAX_INDEX,
     MAX_U32,
@@ -27,9 +31,6 @@ from ._errors import InvalidArgumentError, error_for_status
 from ._handle import WriterHandle
 from ._metric import Metric
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ._database import Database
-
 __all__ = ["Writer", "PHASES"]
 
 #: Names of the build phases reported by ``hannoy_writer_progress`` (index = phase code).
@@ -43,7 +44,11 @@ PHASES: Tuple[str, ...] = (
     "done",
 )
 
-ProgressCallback = Callable[[str, int, int], Any]
+_F32 = np.dtype(np.float32)
+
+# add_item hands its vectors to the library in batches of up to this many items and bytes.
+_BATCH_ITEMS = 256
+_BATCH_BYTES = 1 << 20
 
 # Writers opened by each thread, for Database.commit_rw_txn() / abort_rw_txn().
 _local = threading.local()
@@ -164,6 +169,96 @@ def _wait(done: threading.Event) -> None:
             pass
 
 
+class _Pending:
+    """The items ``add_item`` accepted and has not handed to the library yet.
+
+    One library call per item costs more than the item itself (a cffi call, a crossing into Go,
+    two handle look-ups), so ``add_item`` checks each vector completely at its own call (its
+    dimensions, numbers only, finite in float32: a bad vector is refused there, with the error
+    it always had, and changes nothing) and keeps it as float32 bytes. When ``cap`` items are
+    pending they are queued (``hannoy_writer_queue_items``): the library copies them and
+    stores them in the background while the caller goes on, so converting the next items and
+    writing these to LMDB overlap. Every other operation of the writer first hands over what is
+    pending and waits for the queued batch (``_ready``), so it sees every item added before it,
+    in order; a queued batch that fails (a full map: the transaction can only be aborted then)
+    is reported by the writer's next call. ``add_item`` adds pairs without the writer handle's
+    lock; everything else runs under it.
+    """
+
+    __slots__ = (
+        "h", "dims", "shape", "high", "pack", "cap", "items", "inflight", "add_items",
+        "queue_items", "err",
+    )  # fmt: skip
+
+    def __init__(self, h: WriterHandle, lib: Any, dims: int, err: Any) -> None:
+        self.h = h
+        self.dims = dims
+        self.shape = (dims,)
+        # the byte of each float32 that holds the sign and the 7 high exponent bits
+        self.high = slice(3 if sys.byteorder == "little" else 0, None, 4)
+        self.pack = struct.Struct("=%df" % dims).pack
+        # up to cap items, each as two entries, its id and its float32 bytes (added by one
+        # list operation: a KeyboardInterrupt cannot separate them)
+        self.cap = 2 * max(1, min(_BATCH_ITEMS, _BATCH_BYTES // (4 * dims)))
+        self.items: List[Any] = []
+        self.inflight = False  # a queued batch may still be being stored
+        self.add_items = lib.hannoy_writer_add_items
+        self.queue_items = lib.hannoy_writer_queue_items
+        self.err = err
+
+    def flush(self, value: int, queue: bool) -> None:
+        """Hand the pending items to the library (handle value ``value``): queued, or stored
+        before returning. On failure they are dropped with the error: only a failure of the
+        transaction itself (a full map, a disk error) can come here, after which it can only
+        be aborted."""
+        if _ffi._forked:
+            raise _ffi.forked_error()
+        ffi = _ffi.ffi()
+        items = self.items
+        n = len(items)
+        ids = array.array(_U32_CODE, items[0:n:2])
+        vecs = b"".join(items[1:n:2])
+        call = self.queue_items if queue else self.add_items
+        rc = call(
+            value, ffi.from_buffer("uint32_t[]", ids), ffi.from_buffer("float[]", vecs),
+            len(ids), self.dims, self.err,
+        )  # fmt: skip
+        # Only now: interrupted before the call, nothing accepted is lost (interrupted right
+        # after it, the items go again with the next batch, which stores them once more, in
+        # the same order).
+        del items[:n]
+        self.inflight = queue and not rc
+        if rc:
+            raise error_for_status(rc, _ffi.take_string(self.err[0]))
+
+    def settle(self, value: int) -> None:
+        """Wait until the queued batch is stored (raising its error, if it failed)."""
+        if _ffi._forked:
+            raise _ffi.forked_error()
+        self.inflight = False
+        ffi = _ffi.ffi()
+        rc = self.add_items(value, ffi.NULL, ffi.NULL, 0, self.dims, self.err)
+        if rc:
+            raise error_for_status(rc, _ffi.take_string(self.err[0]))
+
+    def take_back(self, data: bytes) -> bool:
+        """Remove the pending pair whose vector is ``data`` (by identity); False if none is."""
+        items = self.items
+        for i in range(len(items) - 1, 0, -2):
+            if items[i] is data:
+                del items[i - 1 : i + 1]
+                return True
+        return False
+
+    def discard(self) -> None:
+        self.items.clear()
+        self.inflight = False
+
+
+# array.array typecode of 4-byte unsigned integers ("I" on every platform hannoy builds on)
+_U32_CODE = "I" if array.array("I").itemsize == 4 else "L"
+
+
 class Writer:
     """A write transaction on one index of a :class:`Database`.
 
@@ -220,7 +315,7 @@ class Writer:
 
     def __init__(
         self,
-        database: "Database",
+        database: DatabaseLike,
         dimensions: int,
         index: int = 0,
         m: int = 16,
@@ -277,11 +372,16 @@ class Writer:
         self._h = WriterHandle(int(out[0]), dbh)
         self._finalizer = weakref.finalize(self, self._h.finalize)
         _thread_writers().append(weakref.ref(self))
+        # The writer's out cells and error cell (used under the handle's lock), and what
+        # add_item needs: a list or tuple of floats becomes float32 bytes in one struct call.
+        self._err = ffi.new("char **")
+        self._cell = ffi.new("int32_t *")
+        self._pending = _Pending(self._h, lib, self._dimensions, self._err)
 
     # -- properties ------------------------------------------------------------------------
 
     @property
-    def database(self) -> "Database":
+    def database(self) -> DatabaseLike:
         """The :class:`Database` this writer writes to."""
         return self._db
 
@@ -342,15 +442,60 @@ class Writer:
         vector : array-like of float
             ``dimensions`` finite numbers (converted to float32).
 
+        Notes
+        -----
+        The vector is checked at once (a bad one raises here and changes nothing), then handed
+        to the library with the next items in batches, each written in the background while
+        the following ones are converted. Every other call of the writer sees the items added
+        before it. A failure of the transaction itself while a
+        batch is written (a full map: :class:`~hannoy.MapFullError`) is raised by the writer's
+        next call; the writer can then only be aborted, as after any such failure.
+
         Examples
         --------
         >>> with db.writer(3) as w:
         ...     w.add_item(42, [0.5, -1.0, 2.0])
         """
-        item = as_item(item)
-        vec = as_vector(vector, self._dimensions, "vector")
-        items = np.array([item], dtype=np.uint32)
-        self._add(items, vec.reshape(1, -1))
+        # The hot path of upstream-style loops (add_item(i, row.tolist())): no numpy and, for
+        # all but one call in _BATCH_ITEMS, no library call for a list, a tuple or a float32
+        # row (see _Pending). Anything else goes through as_vector, which raises what it always
+        # raised.
+        p = self._pending
+        if type(item) is not int or item < 0 or item > MAX_U32:
+            item = as_item(item)
+        cls = type(vector)
+        if cls is list or cls is tuple:
+            try:
+                data = p.pack(*vector)
+            except Exception:  # wrong length, not numbers, beyond float32: see as_vector
+                data = None
+        elif cls is np.ndarray and vector.dtype is _F32 and vector.shape == p.shape:
+            data = vector.tobytes()
+        else:
+            data = None
+        # NaN and inf have every exponent bit set, so their high byte is 0x7f or 0xff; the few
+        # finite values with exponent 0xfe share it: as_vector decides.
+        if data is None or 0x7F in (high := data[p.high]) or 0xFF in high:
+            data = as_vector(vector, p.dims, "vector").tobytes()  # or raises
+        if _ffi._forked:
+            raise _ffi.forked_error()
+        # No lock (it cost a quarter of the call): one list operation adds the pair, atomic
+        # under the GIL; flushes hold the lock and take the pairs from the front, so pairs added
+        # meanwhile stay pending.
+        items = p.items
+        items += (item, data)
+        h = p.h
+        if h.value and len(items) < p.cap:
+            return
+        with h.lock:
+            if not h.value:
+                # Ended, before this call or meanwhile: the pair went with everything pending
+                # (committed, or aborted) unless it is still here: then it was never accepted.
+                if p.take_back(data):
+                    raise h.closed_error()
+                return
+            if len(items) >= p.cap:
+                p.flush(h.value, True)
 
     def add_items(self, items: Any, vectors: Any) -> None:
         """Store (or overwrite) many items at once, in one call (all or nothing).
@@ -388,20 +533,19 @@ class Writer:
 
     def _add(self, ids: np.ndarray, mat: np.ndarray) -> None:
         ffi = _ffi.ffi()
+        lib = _ffi.lib()
         h = self._handle()
         with h.lock:
-            value = h.live()
-            lib = _ffi.lib()
-            err = ffi.new("char **")
+            value = self._ready(h)
             rc = lib.hannoy_writer_add_items(
                 value,
                 ffi.from_buffer("uint32_t[]", ids),
                 ffi.from_buffer("float[]", mat),
                 ids.shape[0],
                 self._dimensions,
-                err,
+                self._err,
             )
-            _ffi.check(rc, err)
+            _ffi.check(rc, self._err)
 
     def del_item(self, item: int) -> bool:
         """Delete an item; return True if it existed.
@@ -425,7 +569,7 @@ class Writer:
         """
         h = self._handle()
         with h.lock:
-            _ffi.call("hannoy_writer_clear", h.live())
+            _ffi.call("hannoy_writer_clear", self._ready(h))
 
     # -- reads inside the transaction ------------------------------------------------------
 
@@ -439,14 +583,12 @@ class Writer:
         >>> w.need_build()
         True
         """
+        lib = _ffi.lib()
         h = self._handle()
         with h.lock:
-            value = h.live()
-            ffi = _ffi.ffi()
-            need = ffi.new("int32_t *")
-            err = ffi.new("char **")
-            _ffi.check(_ffi.lib().hannoy_writer_need_build(value, need, err), err)
-            return bool(need[0])
+            value = self._ready(h)
+            _ffi.check(lib.hannoy_writer_need_build(value, self._cell, self._err), self._err)
+            return bool(self._cell[0])
 
     def __contains__(self, item: object) -> bool:
         """``item in writer``: whether the item is stored (built or not)."""
@@ -457,13 +599,12 @@ class Writer:
 
     def __len__(self) -> int:
         """Number of items stored in the index (built or not), as seen by this transaction."""
+        lib = _ffi.lib()
+        n = _ffi.ffi().new("uint64_t *")
         h = self._handle()
         with h.lock:
-            value = h.live()
-            ffi = _ffi.ffi()
-            n = ffi.new("uint64_t *")
-            err = ffi.new("char **")
-            _ffi.check(_ffi.lib().hannoy_writer_len(value, n, err), err)
+            value = self._ready(h)
+            _ffi.check(lib.hannoy_writer_len(value, n, self._err), self._err)
             return int(n[0])
 
     def item_vector(self, item: int) -> Optional[np.ndarray]:
@@ -476,17 +617,17 @@ class Writer:
         """
         item = as_item(item)
         out = np.empty(self._dimensions, dtype=np.float32)
+        ffi = _ffi.ffi()
+        lib = _ffi.lib()
         h = self._handle()
         with h.lock:
-            value = h.live()
-            ffi = _ffi.ffi()
-            found = ffi.new("int32_t *")
-            err = ffi.new("char **")
-            rc = _ffi.lib().hannoy_writer_item_vector(
-                value, item, ffi.from_buffer("float[]", out), self._dimensions, found, err
+            value = self._ready(h)
+            rc = lib.hannoy_writer_item_vector(
+                value, item, ffi.from_buffer("float[]", out), self._dimensions, self._cell, self._err
             )
-            _ffi.check(rc, err)
-        return out if found[0] else None
+            _ffi.check(rc, self._err)
+            found = bool(self._cell[0])
+        return out if found else None
 
     # -- build, commit, abort --------------------------------------------------------------
 
@@ -508,7 +649,7 @@ class Writer:
         """
         h = self._handle()
         with h.lock:
-            value = h.live()
+            value = self._ready(h)
             lib = _ffi.lib()
             ffi = _ffi.ffi()
             result: List[Any] = [3, "the build thread ended without a result"]
@@ -570,7 +711,16 @@ class Writer:
         >>> w.build()
         >>> w.commit()
         """
-        self._handle().end("commit")
+        h = self._handle()
+        if h.building or not _ffi.fork_safe():
+            # cancels the build (which took everything pending) and refuses; in a forked
+            # child, forgets the writer without calling the library
+            h.end("commit")
+            return
+        with h.lock:  # nothing is added between the hand-over and the commit
+            if h.value:
+                self._ready(h)
+            h.end("commit")
 
     def abort(self) -> None:
         """Abort the transaction and close the writer: nothing it wrote persists.
@@ -581,6 +731,7 @@ class Writer:
         >>> w.clear()
         >>> w.abort()          # the index is untouched
         """
+        self._pending.discard()
         self._handle().end("abort")
 
     # -- context manager -------------------------------------------------------------------
@@ -594,6 +745,7 @@ class Writer:
         if h is None or not h.is_open:
             return None  # committed or aborted inside the block
         if exc_type is not None:
+            self._pending.discard()
             h.end("abort", raise_errors=False)
             return None  # the exception propagates
         try:
@@ -617,15 +769,25 @@ class Writer:
         with h.lock:
             return h.live()
 
+    def _ready(self, h: WriterHandle) -> int:
+        """The live handle value, once the items add_item accepted are in the library's
+        transaction (the caller holds the lock)."""
+        value = h.live()
+        p = self._pending
+        if p.items:
+            p.flush(value, False)  # also waits for the queued batch
+        elif p.inflight:
+            p.settle(value)
+        p.inflight = False
+        return value
+
     def _flag(self, fn: str, item: int) -> bool:
+        lib = _ffi.lib()
         h = self._handle()
         with h.lock:
-            value = h.live()
-            ffi = _ffi.ffi()
-            flag = ffi.new("int32_t *")
-            err = ffi.new("char **")
-            _ffi.check(getattr(_ffi.lib(), fn)(value, item, flag, err), err)
-            return bool(flag[0])
+            value = self._ready(h)
+            _ffi.check(getattr(lib, fn)(value, item, self._cell, self._err), self._err)
+            return bool(self._cell[0])
 
     def __reduce__(self) -> Any:
         raise TypeError(

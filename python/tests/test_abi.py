@@ -150,7 +150,7 @@ def test_cdef_parses() -> None:
     assert "hannoy_reader_search" in fns
     assert fns["hannoy_free"] == ("void", ("void*",))
     assert fns["hannoy_writer_cancel"] == ("int", ("uint64_t",))
-    assert len(fns) == 28
+    assert len(fns) == 30
 
 
 def test_cdef_is_accepted_by_cffi() -> None:

@@ -22,7 +22,8 @@
 //	levels.go                        level assignment
 //	reader.go, search.go             opening an index (its read mode, its caches) and searching it
 //	codes.go                         8-bit codes and preloaded links for indexes larger than memory
-//	membudget.go                     the memory budget: cgroup v1/v2 limits, MemAvailable
+//	membudget.go                     the memory budget: cgroup v1/v2 limits, MemAvailable; the Go
+//	                                 heap limit during builds
 //	madvise.go                       kernel advice for the memory map: read-ahead, WILLNEED
 //	heap.go, visited.go              search data structures
 //	prefetch.go                      the HANNOY_READER_PREFETCH_MEMORY warm-up hint

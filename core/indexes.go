@@ -6,7 +6,7 @@ import (
 	"github.com/hannoy-go/hannoy/core/internal/vecmath"
 )
 
-// KernelImpl names the distance kernels chosen for this CPU, e.g. "avx2+fma" or "generic".
+// KernelImpl names the distance kernels chosen for this CPU: "avx512", "avx2+fma" or "generic".
 func KernelImpl() string { return vecmath.Impl() }
 
 // Indexes lists, ascending, the indexes of db that have been built (that have metadata). It

@@ -308,10 +308,7 @@ func (wh *writerHandle) settle() error {
 func (wh *writerHandle) queue(ids []uint32, vecs []float32) error {
 	wh.mu.Lock()
 	defer wh.mu.Unlock()
-	if err := wh.settle(); err != nil {
-		return err
-	}
-	if err := wh.usable(); err != nil {
+	if err := wh.ready(); err != nil {
 		return err
 	}
 	// No pointer of the caller outlives the call: the goroutine stores copies.
@@ -331,6 +328,15 @@ func (wh *writerHandle) queue(ids []uint32, vecs []float32) error {
 	return nil
 }
 
+// ready waits for a queued batch and reports why the transaction cannot take another
+// operation, if it cannot. The caller holds mu.
+func (wh *writerHandle) ready() error {
+	if err := wh.settle(); err != nil {
+		return err
+	}
+	return wh.usable()
+}
+
 // usable reports why the transaction cannot take another operation, if it cannot. The caller
 // holds mu.
 func (wh *writerHandle) usable() error {
@@ -348,10 +354,7 @@ func (wh *writerHandle) usable() error {
 func (wh *writerHandle) direct(fn func() error) (err error) {
 	wh.mu.Lock()
 	defer wh.mu.Unlock()
-	if err := wh.settle(); err != nil {
-		return err
-	}
-	if err := wh.usable(); err != nil {
+	if err := wh.ready(); err != nil {
 		return err
 	}
 	defer func() {
@@ -367,10 +370,7 @@ func (wh *writerHandle) direct(fn func() error) (err error) {
 func (wh *writerHandle) do(fn func() error) error {
 	wh.mu.Lock()
 	defer wh.mu.Unlock()
-	if err := wh.settle(); err != nil {
-		return err
-	}
-	if err := wh.usable(); err != nil {
+	if err := wh.ready(); err != nil {
 		return err
 	}
 	done := make(chan error)

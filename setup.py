@@ -5,18 +5,26 @@ Static metadata lives in pyproject.toml. This file only adds what pyproject.toml
 * build_py runs ``go build -buildmode=c-shared -trimpath -o <build_lib>/hannoy/libhannoy.so
   ./capi`` from the repository root (for editable installs, into python/hannoy/ itself), so
   the library and the header cgo writes beside it (libhannoy.h) ship inside the package;
-* the wheel is platform-specific (it holds a native library) but not tied to a Python
-  version or ABI (the package loads the library with cffi in ABI mode): py3-none-<platform>.
+* build_ext compiles python/hannoy/_fastconv.c, a small optional CPython extension that turns
+  the lists and tuples of add_item and by_vec into float32 bytes (about 8x faster than
+  struct.pack at 784 floats). It is optional: without a C compiler or the Python headers the
+  build prints a warning, skips it, and the package uses its pure-Python path. It uses the
+  full C API (PyList_GET_ITEM, PyFloat_AS_DOUBLE): the limited API (abi3) measured about 4x
+  slower per element (4.5 us against 1.1 us at 784 floats), which is most of the gain;
+* the wheel is platform-specific (it holds a native library). Without the extension it is not
+  tied to a Python version or ABI (the package loads the library with cffi in ABI mode):
+  py3-none-<platform>; with it, it is tagged for the Python that built it (cpXY-cpXY-<platform>).
 
 Environment: ``GO`` overrides the go binary; the usual Go variables (GOFLAGS, GOCACHE,
-GOPROXY ...) apply.
+GOPROXY ...) apply. ``HANNOY_NO_FASTCONV=1`` at build time skips the extension (at run time it
+makes an installed package ignore it).
 """
 
 import os
 import shutil
 import subprocess
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py as _build_py
 from setuptools.dist import Distribution
 
@@ -98,19 +106,44 @@ class BinaryDistribution(Distribution):
         return True
 
 
+def fastconv_wanted():
+    return os.environ.get("HANNOY_NO_FASTCONV", "") in ("", "0")
+
+
+# optional=True: a compiler error (or no compiler) is a warning and the extension is skipped
+EXTENSIONS = [
+    Extension(
+        PACKAGE + "._fastconv",
+        sources=["python/%s/_fastconv.c" % PACKAGE],
+        optional=True,
+    )
+] if fastconv_wanted() else []
+
+
+def built_extensions(cmd):
+    """The extension modules the build actually produced (an optional one may have failed)."""
+    if not EXTENSIONS:
+        return []
+    build_ext = cmd.get_finalized_command("build_ext")
+    return [p for p in build_ext.get_outputs() if os.path.exists(p)]
+
+
 cmdclass = {"build_py": build_py}
 
 if _bdist_wheel is not None:
 
     class bdist_wheel(_bdist_wheel):
-        """Wheel tag py3-none-<platform>: native, but no Python ABI (cffi ABI mode)."""
+        """Wheel tag py3-none-<platform> (native, but no Python ABI: cffi ABI mode), or the
+        building Python's tag when the wheel holds the _fastconv extension."""
 
         def finalize_options(self):
             super().finalize_options()
             self.root_is_pure = False
 
         def get_tag(self):
-            _, _, plat = super().get_tag()
+            impl, abi, plat = super().get_tag()
+            if built_extensions(self):
+                return impl, abi, plat
             return "py3", "none", plat
 
     cmdclass["bdist_wheel"] = bdist_wheel
@@ -125,6 +158,7 @@ def long_description():
 
 
 setup(
+    ext_modules=EXTENSIONS,
     cmdclass=cmdclass,
     distclass=BinaryDistribution,
     long_description=long_description(),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import operator
 import os
-from typing import Any, Optional, Tuple
+import struct
+import sys
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
@@ -20,6 +22,47 @@ MAX_U32 = 0xFFFFFFFF
 MAX_U64 = 0xFFFFFFFFFFFFFFFF
 MAX_I64 = 0x7FFFFFFFFFFFFFFF
 MAX_INDEX = 0xFFFF  # index ids are u16 in the on-disk key
+
+# The optional C extension behind vector_packer (setup.py builds it when it can);
+# HANNOY_NO_FASTCONV=1 ignores it (the pure-Python path, e.g. to test it).
+_fastconv: Any
+if os.environ.get("HANNOY_NO_FASTCONV", "") in ("", "0"):
+    try:
+        from . import _fastconv  # type: ignore[attr-defined,no-redef]
+    except ImportError:
+        _fastconv = None
+else:
+    _fastconv = None
+
+
+def vector_packer(dims: int) -> Callable[[Any], Optional[bytes]]:
+    """The fast path of add_item and by_vec for lists and tuples: ``pack(seq)`` returns the
+    native float32 bytes of a list or tuple of ``dims`` numbers that are all finite in float32
+    (converted like ``struct.pack("=<dims>f", *seq)``), or None for anything else, which the
+    caller hands to :func:`as_vector` for the error it always raised.
+
+    The C extension ``hannoy._fastconv`` when it is there; else struct.pack and a look at the
+    high byte of each float32.
+    """
+    if _fastconv is not None:
+        return _fastconv.Packer(dims).pack  # type: ignore[no-any-return]
+    pack = struct.Struct("=%df" % dims).pack
+    # the byte of each float32 that holds the sign and the 7 high exponent bits
+    high = slice(3 if sys.byteorder == "little" else 0, None, 4)
+
+    def pack_f32(seq: Any) -> Optional[bytes]:
+        try:
+            data: bytes = pack(*seq)
+        except Exception:  # wrong length, not numbers, beyond float32
+            return None
+        # NaN and inf have every exponent bit set, so their high byte is 0x7f or 0xff; the few
+        # finite values with exponent 0xfe share it: as_vector decides.
+        h = data[high]
+        if 0x7F in h or 0xFF in h:
+            return None
+        return data
+
+    return pack_f32
 
 
 def describe(value: Any, limit: int = 60) -> str:

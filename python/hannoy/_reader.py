@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 import threading
 import weakref
 from typing import Any, Dict, List, Optional, Tuple
@@ -26,6 +25,7 @@ from ._convert import (
     check_out,
     describe,
     is_item,
+    vector_packer,
 )
 from ._errors import (
     STATUS_INVALID,
@@ -218,11 +218,11 @@ class Reader:
             self._h.close()
             raise
         # What by_vec's fast path needs, in one tuple (attribute lookups cost there): a list or
-        # tuple of floats becomes float32 bytes in one struct call.
+        # tuple of floats becomes float32 bytes in one call (_convert.vector_packer).
         self._fast = (
             self._h,
             lib.hannoy_reader_search_vec,
-            struct.Struct("=%df" % self._dimensions).pack,
+            vector_packer(self._dimensions),
             ffi.from_buffer,
             (self._dimensions,),
             self._dimensions,
@@ -402,10 +402,10 @@ class Reader:
         [(0, 2.0), (2, 2.0)]
         """
         # The hot path of single-query loops: a list, a tuple or a float32 row, no candidates,
-        # plain int arguments: one struct call (a row: none), one library call with per-thread
-        # out buffers, no numpy conversion. The library refuses NaN and inf (as_vector then
-        # describes them, as always). Anything else takes _by_vec, which checks everything
-        # first, in the order it always did.
+        # plain int arguments: one conversion call (a row: none), one library call with
+        # per-thread out buffers, no numpy conversion. The list conversion refuses NaN and inf,
+        # the library does for a row (as_vector then describes them, as always). Anything else
+        # takes _by_vec, which checks everything first, in the order it always did.
         if (
             candidates is not None
             or type(n) is not int
@@ -417,9 +417,8 @@ class Reader:
         h, search, pack, from_buffer, shape, dims, n_items = self._fast
         cls = type(query)
         if cls is list or cls is tuple:
-            try:
-                data = pack(*query)
-            except Exception:  # wrong length, not numbers, beyond float32: see as_vector
+            data = pack(query)
+            if data is None:  # wrong length, not numbers, NaN, inf, beyond float32: as_vector
                 return self._by_vec(query, n, ef_search, None)
         elif cls is np.ndarray and query.dtype is _F32 and query.shape == shape:
             try:

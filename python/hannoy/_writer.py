@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import array
-import struct
 import sys
 import threading
 import weakref
@@ -26,6 +25,7 @@ from ._convert import (
     as_vector,
     describe,
     is_item,
+    vector_packer,
 )
 from ._errors import InvalidArgumentError, error_for_status
 from ._handle import WriterHandle
@@ -196,7 +196,7 @@ class _Pending:
         self.shape = (dims,)
         # the byte of each float32 that holds the sign and the 7 high exponent bits
         self.high = slice(3 if sys.byteorder == "little" else 0, None, 4)
-        self.pack = struct.Struct("=%df" % dims).pack
+        self.pack = vector_packer(dims)  # finite float32 bytes of a list or tuple, or None
         # up to cap items, each as two entries, its id and its float32 bytes (added by one
         # list operation: a KeyboardInterrupt cannot separate them)
         self.cap = 2 * max(1, min(_BATCH_ITEMS, _BATCH_BYTES // (4 * dims)))
@@ -373,7 +373,8 @@ class Writer:
         self._finalizer = weakref.finalize(self, self._h.finalize)
         _thread_writers().append(weakref.ref(self))
         # The writer's out cells and error cell (used under the handle's lock), and what
-        # add_item needs: a list or tuple of floats becomes float32 bytes in one struct call.
+        # add_item needs: a list or tuple of floats becomes float32 bytes in one call
+        # (_convert.vector_packer).
         self._err = ffi.new("char **")
         self._cell = ffi.new("int32_t *")
         self._pending = _Pending(self._h, lib, self._dimensions, self._err)
@@ -465,17 +466,17 @@ class Writer:
             item = as_item(item)
         cls = type(vector)
         if cls is list or cls is tuple:
-            try:
-                data = p.pack(*vector)
-            except Exception:  # wrong length, not numbers, beyond float32: see as_vector
-                data = None
+            # finite float32 bytes, or None: wrong length, not numbers, NaN, inf, beyond float32
+            data = p.pack(vector)
         elif cls is np.ndarray and vector.dtype is _F32 and vector.shape == p.shape:
             data = vector.tobytes()
+            # NaN and inf have every exponent bit set, so their high byte is 0x7f or 0xff; the
+            # few finite values with exponent 0xfe share it: as_vector decides.
+            if 0x7F in (high := data[p.high]) or 0xFF in high:
+                data = None
         else:
             data = None
-        # NaN and inf have every exponent bit set, so their high byte is 0x7f or 0xff; the few
-        # finite values with exponent 0xfe share it: as_vector decides.
-        if data is None or 0x7F in (high := data[p.high]) or 0xFF in high:
+        if data is None:
             data = as_vector(vector, p.dims, "vector").tobytes()  # or raises
         if _ffi._forked:
             raise _ffi.forked_error()

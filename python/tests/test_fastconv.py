@@ -1,0 +1,334 @@
+"""The conversion of add_item's and by_vec's lists and tuples (hannoy._convert.vector_packer).
+
+The C extension hannoy._fastconv and the pure-Python path (struct.pack and a look at the high
+bytes) must give the same float32 bytes for every input they accept, refuse (None: the caller's
+as_vector then raises) exactly the same inputs, and let the same non-Exception errors through.
+test_fastpath.py checks add_item and by_vec themselves with whichever path this install uses;
+here the same inputs also go through the pure-Python path (as without a C compiler).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+import pytest
+
+import hannoy
+from hannoy import _convert
+
+import test_fastpath
+from test_fastpath import BAD, GOOD, DIMS
+
+DISABLED = os.environ.get("HANNOY_NO_FASTCONV", "") not in ("", "0")
+
+
+def _python_packer(dims: int) -> Callable[[Any], Any]:
+    saved = _convert._fastconv
+    _convert._fastconv = None
+    try:
+        return _convert.vector_packer(dims)
+    finally:
+        _convert._fastconv = saved
+
+
+@pytest.fixture(params=["fastconv", "python"])
+def conversion(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test with the C extension (skipped when it is not there) and without."""
+    if request.param == "fastconv":
+        if _convert._fastconv is None:
+            pytest.skip("hannoy._fastconv is not in this install (or HANNOY_NO_FASTCONV is set)")
+    else:
+        monkeypatch.setattr(_convert, "_fastconv", None)
+    return request.param
+
+
+@pytest.mark.nolib
+def test_the_extension_is_built() -> None:
+    """The installed package has its C extension (unless HANNOY_NO_FASTCONV asks to ignore it):
+    if it silently stops compiling, this fails."""
+    if DISABLED:
+        assert _convert._fastconv is None
+        return
+    if os.environ.get("HANNOY_TEST_INSTALLED") != "1":
+        pytest.skip("testing the source tree: the extension is built by installing the package")
+    assert _convert._fastconv is not None, "hannoy._fastconv did not build or does not import"
+    pack = _convert.vector_packer(3)
+    assert pack is not None and pack([1.0, 2, True]) == struct.pack("=3f", 1.0, 2.0, 1.0)
+
+
+# -- the C packer against the Python packer ----------------------------------------------------
+
+
+class _Raises:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __float__(self) -> float:
+        raise self.exc
+
+
+class _FloatSub(float):
+    def __float__(self) -> float:  # ignored: the float value is read directly (struct too)
+        return 99.0
+
+
+class _IntSub(int):
+    def __float__(self) -> float:  # used (struct calls it too)
+        return 7.5
+
+
+class _Shrinks:
+    """Its __float__ empties the list that holds it (struct.pack(*seq) took a copy first)."""
+
+    def __init__(self, target: List[Any]) -> None:
+        self.target = target
+
+    def __float__(self) -> float:
+        self.target.clear()
+        return 1.5
+
+
+def _shrinking(pos: int, n: int) -> List[Any]:
+    lst: List[Any] = [0.25] * n
+    lst[pos] = _Shrinks(lst)
+    return lst
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+F32_MAX_ROUNDS_DOWN = 3.4028235e38  # above F32_MAX as a double, rounds to it
+SUBNORMAL = 1e-45
+
+
+def _cases(n: int) -> Dict[str, Callable[[], Any]]:
+    base = [((i * 37) % 11 - 5) / 3.0 for i in range(n)]
+    cases: Dict[str, Callable[[], Any]] = {
+        "floats": lambda: list(base),
+        "tuple of floats": lambda: tuple(base),
+        "ints": lambda: [i - n // 2 for i in range(n)],
+        "bools": lambda: [i % 2 == 0 for i in range(n)],
+        "large ints": lambda: [2**63 + i for i in range(n)],
+        "int rounding in float32": lambda: [16777217 + i for i in range(n)],
+        "numpy float32": lambda: [np.float32(x) for x in base],
+        "numpy float64": lambda: [np.float64(x) for x in base],
+        "numpy int64 and bool_": lambda: [np.int64(i) if i % 2 else np.bool_(1) for i in range(n)],
+        "Decimal and Fraction": lambda: [Decimal(i) / 7 if i % 2 else Fraction(i, 3) for i in range(n)],
+        "float and int subclasses": lambda: [_FloatSub(0.5) if i % 2 else _IntSub(i) for i in range(n)],
+        "mixed": lambda: [[1.5, 2, True, np.float32(0.1), Fraction(1, 3)][i % 5] for i in range(n)],
+        "-0.0 and subnormals": lambda: [[-0.0, SUBNORMAL, -SUBNORMAL, 1e-40][i % 4] for i in range(n)],
+        "largest float32": lambda: [[F32_MAX, -F32_MAX, F32_MAX_ROUNDS_DOWN, 3e38][i % 4] for i in range(n)],
+        "too short": lambda: list(base[:-1]),
+        "too long": lambda: list(base) + [0.0],
+        "empty": lambda: [],
+        "str element": lambda: ["1.0"] + base[1:],
+        "None element": lambda: base[:-1] + [None],
+        "nested": lambda: [[x] for x in base],
+        "complex": lambda: base[:-1] + [1j],
+        "int beyond float32": lambda: base[:-1] + [10**39],
+        "int beyond float64": lambda: [10**400] + base[1:],
+        "float beyond float32": lambda: base[:-1] + [1e39],
+        "numpy float64 beyond float32": lambda: base[:-1] + [np.float64(-1e39)],
+        "__float__ raises ValueError": lambda: base[:-1] + [_Raises(ValueError("x"))],
+        "__float__ raises TypeError": lambda: [_Raises(TypeError("x"))] + base[1:],
+        "a list emptied by __float__ (first)": lambda: _shrinking(0, n),
+        "a list emptied by __float__ (last)": lambda: _shrinking(n - 1, n),
+    }
+    for what, value in (("nan", float("nan")), ("inf", float("inf")), ("-inf", float("-inf"))):
+        for where, pos in (("first", 0), ("middle", n // 2), ("last", n - 1)):
+            cases["%s %s" % (what, where)] = lambda v=value, p=pos: base[:p] + [v] + base[p + 1 :]
+            cases["%s %s in a tuple" % (what, where)] = lambda v=value, p=pos: tuple(
+                base[:p] + [v] + base[p + 1 :]
+            )
+        cases["numpy float32 %s" % what] = lambda v=value: [np.float32(v)] + base[1:]
+    return cases
+
+
+def _outcome(pack: Callable[[Any], Any], value: Any, n: int) -> Any:
+    """What add_item stores for value (bytes), or the class of what it raises: the packer's
+    bytes, or when it refuses (None), as_vector's."""
+    try:
+        data = pack(value)
+        packed = data is not None
+        if data is None:
+            data = _convert.as_vector(value, n, "vector").tobytes()
+        return packed, data
+    except BaseException as e:  # noqa: B036 - the class of anything raised is compared
+        return None, type(e)
+
+
+@pytest.mark.nolib
+@pytest.mark.parametrize("n", [1, 5, 50, 784])
+def test_c_and_python_packers_agree(n: int) -> None:
+    if _convert._fastconv is None:
+        pytest.skip("hannoy._fastconv is not in this install (or HANNOY_NO_FASTCONV is set)")
+    c_pack = _convert.vector_packer(n)
+    py_pack = _python_packer(n)
+    accepted = 0
+    for name, make in _cases(n).items():
+        (c_packed, c), (py_packed, py) = _outcome(c_pack, make(), n), _outcome(py_pack, make(), n)
+        assert c == py, (name, c, py)
+        # The C packer refuses nothing the Python one accepts; the Python one leaves the
+        # float32s with exponent 0xfe (>= 2**127) to as_vector, the C one takes them.
+        assert c_packed or not py_packed, name
+        if py_packed != c_packed:
+            assert name == "largest float32", name
+        if isinstance(c, bytes):
+            accepted += 1
+            assert len(c) == 4 * n
+            assert np.isfinite(np.frombuffer(c, dtype=np.float32)).all()
+    assert accepted >= 14
+
+
+@pytest.mark.nolib
+def test_what_the_packers_refuse_or_accept() -> None:
+    n = 4
+    for pack in filter(None, [_convert.vector_packer(n), _python_packer(n)]):
+        assert pack([1, 2.5, True, np.float32(0.25)]) == struct.pack("=4f", 1, 2.5, 1, 0.25)
+        assert pack((2.0**126, SUBNORMAL, -0.0, 0)) == struct.pack("=4f", 2.0**126, SUBNORMAL, -0.0, 0)
+        assert pack([_IntSub(1), _FloatSub(2.0), 0, 0]) == struct.pack("=4f", 7.5, 2, 0, 0)
+        for bad in (
+            [1.0] * 3,
+            [1.0] * 5,
+            [float("nan"), 0, 0, 0],
+            [0, 0, 0, float("inf")],
+            [0, 1e39, 0, 0],
+            [0, 0, 10**400, 0],
+            [0, 0, "1", 0],
+            [0, 0, 0, None],
+        ):
+            assert pack(bad) is None, (pack, bad)
+
+
+@pytest.mark.nolib
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_non_exceptions_from_float_propagate(exc: type) -> None:
+    """A KeyboardInterrupt (Ctrl-C in a __float__) propagates from the C packer; struct.pack
+    turns it into struct.error, so the Python path raises it from as_vector's second try."""
+    bad = [0.0, _Raises(exc()), 1.0]
+    if _convert._fastconv is not None:
+        with pytest.raises(exc):
+            _convert.vector_packer(3)(bad)
+    for pack in filter(None, [_convert.vector_packer(3), _python_packer(3)]):
+        assert _outcome(pack, bad, 3) == (None, exc)
+        assert pack([0.0, 2.0, 1.0]) == struct.pack("=3f", 0, 2, 1)
+
+
+@pytest.mark.nolib
+def test_a_list_changed_by_float_packs_what_it_held_at_the_call() -> None:
+    for pack in filter(None, [_convert.vector_packer(3), _python_packer(3)]):
+        lst: List[Any] = [0.5, 0.25, 0.125]
+        lst[1] = _Shrinks(lst)
+        assert pack(lst) == struct.pack("=3f", 0.5, 1.5, 0.125)
+        assert lst == []
+
+
+@pytest.mark.nolib
+def test_refcounts_do_not_leak() -> None:
+    if _convert._fastconv is None:
+        pytest.skip("hannoy._fastconv is not in this install")
+    pack = _convert.vector_packer(3)
+    x, f32 = 12345.678, np.float32(0.5)
+    objs = [x, f32, _FloatSub(1.0)]
+    before = [sys.getrefcount(o) for o in objs]
+    for _ in range(1000):
+        pack([x, f32, objs[2]])
+        pack([x, f32, "no"])
+        pack((f32, x, float("nan")))
+        lst = [x, 0.0, 0.0]
+        lst[1] = _Shrinks(lst)
+        pack(lst)
+    assert [sys.getrefcount(o) for o in objs] == before
+
+
+@pytest.mark.nolib
+def test_packer_arguments() -> None:
+    if _convert._fastconv is None:
+        pytest.skip("hannoy._fastconv is not in this install")
+    Packer = _convert._fastconv.Packer
+    assert Packer(7).dims == 7
+    for bad in (0, -1):
+        with pytest.raises(ValueError):
+            Packer(bad)
+    with pytest.raises(TypeError):
+        Packer("3")
+    # only exact lists and tuples (the only types add_item and by_vec give it)
+    pack = Packer(3).pack
+    for other in ({1.0, 2.0, 3.0}, iter([1.0, 2.0, 3.0]), type("L", (list,), {})([1.0] * 3),
+                  "abc", np.zeros(3, dtype=np.float32), None):
+        assert pack(other) is None
+
+
+# -- add_item and by_vec on each path ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(GOOD))
+def test_add_item_and_by_vec_accept(
+    conversion: str, make_db: Callable[..., hannoy.Database], name: str
+) -> None:
+    test_fastpath.test_add_item_and_by_vec_accept(make_db, name)
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_add_item_refuses_like_the_array_path(
+    conversion: str, make_db: Callable[..., hannoy.Database], name: str
+) -> None:
+    test_fastpath.test_add_item_refuses_like_the_array_path(make_db, name)
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_by_vec_refuses_like_the_array_path(
+    conversion: str, make_db: Callable[..., hannoy.Database], name: str
+) -> None:
+    db = make_db()
+    with db.writer(DIMS, m=4, ef=10) as w:
+        w.add_items(range(DIMS), np.eye(DIMS, dtype=np.float32))
+    test_fastpath.test_by_vec_refuses_like_the_array_path(db, name)
+
+
+def test_error_messages_match_the_array_path(
+    conversion: str, make_db: Callable[..., hannoy.Database]
+) -> None:
+    test_fastpath.test_error_messages_match_the_array_path(make_db)
+    db = make_db()
+    with db.writer(DIMS) as w:
+        for pos in (0, 2, DIMS - 1):
+            for v in (float("nan"), float("inf"), float("-inf")):
+                bad = [0.5] * DIMS
+                bad[pos] = v
+                with pytest.raises(hannoy.InvalidArgumentError, match="position %d" % pos):
+                    w.add_item(0, bad)
+                with pytest.raises(hannoy.InvalidArgumentError, match="position %d" % pos):
+                    w.add_item(0, tuple(bad))
+        with pytest.raises(OverflowError):
+            w.add_item(0, [10**400] + [0.0] * (DIMS - 1))
+        w.add_item(1, [1, 2, 3, 4, 5])
+    with db.reader() as r:
+        for pos in (0, DIMS - 1):
+            bad = [0.5] * DIMS
+            bad[pos] = float("nan")
+            with pytest.raises(hannoy.InvalidArgumentError, match="position %d" % pos):
+                r.by_vec(bad, n=1)
+        assert r.by_vec((1, 2, 3, 4, 5), n=1) == [(1, 0.0)]
+
+
+def test_interrupt_inside_add_item(conversion: str, make_db: Callable[..., hannoy.Database]) -> None:
+    test_fastpath.test_interrupt_inside_add_item_keeps_the_writer_consistent(make_db)
+
+
+def test_many_items_in_batches(conversion: str, make_db: Callable[..., hannoy.Database]) -> None:
+    dims = 50
+    rows = np.random.default_rng(3).standard_normal((700, dims)).astype(np.float32)
+    db = make_db()
+    with db.writer(dims, m=8, ef=20, seed=1, threads=1) as w:
+        for i, row in enumerate(rows):
+            w.add_item(i, row.tolist() if i % 2 else tuple(row.tolist()))
+    with db.reader() as r:
+        assert len(r) == 700
+        for i in (0, 255, 256, 699):
+            assert np.array_equal(r.item_vector(i), rows[i])
+        assert r.by_vec(rows[5].tolist(), n=1)[0][0] == 5

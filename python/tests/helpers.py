@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -102,3 +103,24 @@ def exact_knn(
     d = reference_distances(metric, query, items)
     order = np.lexsort((np.arange(len(d)), d))[:k]
     return [(int(i), float(d[i])) for i in order]
+
+
+def forked_child_output(pid: int, rfd: int, timeout: float = 60.0) -> bytes:
+    """Wait for a forked child (killing it and failing the test if it hangs), check that it
+    exited with status 0, and return what it wrote to the pipe rfd (closed here)."""
+    import pytest
+
+    deadline = time.time() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.time() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.05)
+    data = os.read(rfd, 65536)
+    os.close(rfd)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    return data

@@ -17,7 +17,7 @@ import pytest
 
 import hannoy
 from hannoy import Database, Metric
-from helpers import build_index, subprocess_env
+from helpers import build_index, subprocess_env, forked_child_output
 
 EYE = np.eye(3, dtype=np.float32)
 
@@ -319,19 +319,7 @@ def test_forked_child_gets_a_clear_error(array_db: Database) -> None:
         finally:
             os._exit(code)
     os.close(wfd)
-    deadline = time.time() + 60
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.time() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung")
-        time.sleep(0.05)
-    data = os.read(rfd, 65536)
-    os.close(rfd)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    data = forked_child_output(pid, rfd)
     assert json.loads(data) == [True, True, True, True]
     # the parent is unaffected
     assert reader.by_vec([1.0, 0.0, 0.0], n=1) == [(0, 0.0)]

@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 
 import hannoy
+
+from helpers import forked_child_output
 from hannoy import Metric
 from hannoy._writer import _BATCH_ITEMS
 
@@ -372,19 +374,7 @@ def test_forked_child_cannot_add_items(make_db: Callable[..., hannoy.Database]) 
         finally:
             os._exit(code)
     os.close(wfd)
-    deadline = time.time() + 60
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.time() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung")
-        time.sleep(0.05)
-    data = os.read(rfd, 65536)
-    os.close(rfd)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    data = forked_child_output(pid, rfd)
     # commit in a child forgets the writer without calling the library (as before)
     assert json.loads(data) == [True, True, "no error"]
     w.add_item(1, [2.0] * DIMS)  # the parent is unaffected

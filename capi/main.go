@@ -519,14 +519,8 @@ func hannoy_writer_build(h C.uint64_t, errOut **C.char) C.int {
 			// lowers the build's peak memory (about 10 MiB on 60,000 784-d vectors) at no
 			// measurable cost in time.
 			defer debug.SetGCPercent(debug.SetGCPercent(50))
-			err := wh.fatal(wh.w.Build(ctx, wh.txn, wh.opts))
-			if wh.opts.Progress.Compressed() {
-				// A build under a memory budget: hand its graph and codes back to the system
-				// now rather than when the scavenger gets to it (the commit and the readers
-				// that follow want that memory).
-				debug.FreeOSMemory()
-			}
-			return err
+			// core.Writer.Build hands memory back itself after a build short of memory.
+			return wh.fatal(wh.w.Build(ctx, wh.txn, wh.opts))
 		})
 	})
 }

@@ -480,7 +480,7 @@ func (b *builder) prepareCodes() error {
 	// Links too, with what is left of half the budget once the build's own memory is set
 	// aside: the other half is the page cache the build reads links and vectors through.
 	reserve := int64(len(b.toInsert)) * buildBytesPerInsert
-	if err := b.codes.loadLinks(txn, src, buildReadBudget(budget, int64(len(b.toInsert)))/2-b.codes.bytes()); err != nil {
+	if err := b.codes.loadLinks(txn, src, max(budget-reserve, 0)/2-b.codes.bytes()); err != nil {
 		return err
 	}
 	// What the Go heap needs from here on is known: the codes, the links and the graph. Holding
@@ -494,12 +494,6 @@ func (b *builder) prepareCodes() error {
 // the pages the write-back dirties (measured: about 700 bytes).
 const buildBytesPerInsert = 1 << 10
 
-// buildReadBudget is what is left of budget for reading once a build inserting inserts items
-// has set its own memory aside.
-func buildReadBudget(budget, inserts int64) int64 {
-	return max(budget-inserts*buildBytesPerInsert, 0)
-}
-
 // buildReadMode is chooseReadMode for a build: the file is read in place when it fits in what
 // the build leaves of the budget, and otherwise through codes whenever they fit in the budget
 // at all. A reader falls back to exact vectors page by page sooner: a search touches a few
@@ -507,7 +501,7 @@ func buildReadBudget(budget, inserts int64) int64 {
 // without end.
 func buildReadMode(metric Metric, fileBytes, budget, inserts, codesCost int64) ReadMode {
 	switch {
-	case fileBytes <= buildReadBudget(budget, inserts):
+	case fileBytes <= budget-inserts*buildBytesPerInsert:
 		return ReadMemory
 	case metric.quantizable() && codesCost <= budget:
 		return ReadCompressed

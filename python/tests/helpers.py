@@ -6,7 +6,7 @@ import gzip
 import os
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -105,11 +105,24 @@ def exact_knn(
     return [(int(i), float(d[i])) for i in order]
 
 
-def forked_child_output(pid: int, rfd: int, timeout: float = 60.0) -> bytes:
-    """Wait for a forked child (killing it and failing the test if it hangs), check that it
-    exited with status 0, and return what it wrote to the pipe rfd (closed here)."""
+def in_forked_child(fn: Callable[[], object], timeout: float = 60.0) -> object:
+    """Run fn in a forked child and return what it returned (JSON-able), failing the test if
+    the child hangs (it is killed), raises, or exits other than through fn's return."""
+    import json
+
     import pytest
 
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(rfd)
+            os.write(wfd, json.dumps(fn()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
     deadline = time.time() + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -123,4 +136,4 @@ def forked_child_output(pid: int, rfd: int, timeout: float = 60.0) -> bytes:
     data = os.read(rfd, 65536)
     os.close(rfd)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    return data
+    return json.loads(data)

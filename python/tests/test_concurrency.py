@@ -17,7 +17,7 @@ import pytest
 
 import hannoy
 from hannoy import Database, Metric
-from helpers import build_index, subprocess_env, forked_child_output
+from helpers import build_index, subprocess_env, in_forked_child
 
 EYE = np.eye(3, dtype=np.float32)
 
@@ -284,43 +284,35 @@ def test_other_process_writes_while_we_read(tmp_path) -> None:
 def test_forked_child_gets_a_clear_error(array_db: Database) -> None:
     reader = array_db.reader()
     assert reader.by_vec([1.0, 0.0, 0.0], n=1) == [(0, 0.0)]  # the library is loaded
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never call into Go here
-        code = 1
-        try:
-            os.close(rfd)
-            msgs = []
-            for call in (
-                lambda: reader.by_vec([1.0, 0.0, 0.0], n=1),
-                lambda: Database(array_db.path),
-                lambda: array_db.reader(),
-            ):
-                start = time.monotonic()
-                try:
-                    call()
-                    msgs.append("no error")
-                except hannoy.ForkedProcessError as e:
-                    msgs.append(
-                        "spawn" in str(e)
-                        and "forkserver" in str(e)
-                        and isinstance(e, RuntimeError)
-                        and time.monotonic() - start < 1.0  # the error comes at once
-                    )
-                except BaseException as e:
-                    msgs.append(repr(e))
-            # closing is allowed and neither calls into Go nor waits for the parent's threads
-            reader._h._busy = 1  # as if a parent thread was searching at fork time
-            reader.close()
-            array_db.close()
-            msgs.append(reader.closed and array_db.closed)
-            os.write(wfd, json.dumps(msgs).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    data = forked_child_output(pid, rfd)
-    assert json.loads(data) == [True, True, True, True]
+    def child() -> list:  # never calls into Go
+        msgs = []
+        for call in (
+            lambda: reader.by_vec([1.0, 0.0, 0.0], n=1),
+            lambda: Database(array_db.path),
+            lambda: array_db.reader(),
+        ):
+            start = time.monotonic()
+            try:
+                call()
+                msgs.append("no error")
+            except hannoy.ForkedProcessError as e:
+                msgs.append(
+                    "spawn" in str(e)
+                    and "forkserver" in str(e)
+                    and isinstance(e, RuntimeError)
+                    and time.monotonic() - start < 1.0  # the error comes at once
+                )
+            except BaseException as e:
+                msgs.append(repr(e))
+        # closing is allowed and neither calls into Go nor waits for the parent's threads
+        reader._h._busy = 1  # as if a parent thread was searching at fork time
+        reader.close()
+        array_db.close()
+        msgs.append(reader.closed and array_db.closed)
+        return msgs
+
+    result = in_forked_child(child)
+    assert result == [True, True, True, True]
     # the parent is unaffected
     assert reader.by_vec([1.0, 0.0, 0.0], n=1) == [(0, 0.0)]
 

@@ -10,7 +10,6 @@ one call at a time (order, visibility, threads, failures, abort, fork).
 from __future__ import annotations
 
 import ast
-import json
 import os
 import threading
 import time
@@ -24,7 +23,7 @@ import pytest
 
 import hannoy
 
-from helpers import forked_child_output
+from helpers import in_forked_child
 from hannoy import Metric
 from hannoy._writer import _BATCH_ITEMS
 
@@ -353,30 +352,22 @@ def test_forked_child_cannot_add_items(make_db: Callable[..., hannoy.Database]) 
     db = make_db()
     w = db.writer(DIMS)
     w.add_item(0, [1.0] * DIMS)  # pending in the parent
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never call into Go here
-        code = 1
-        try:
-            os.close(rfd)
-            out = []
-            for call in (lambda: w.add_item(1, [1.0] * DIMS), lambda: len(w), lambda: w.commit()):
-                start = time.monotonic()
-                try:
-                    call()
-                    out.append("no error")
-                except hannoy.ForkedProcessError:
-                    out.append(time.monotonic() - start < 1.0)
-                except BaseException as e:
-                    out.append(repr(e))
-            os.write(wfd, json.dumps(out).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    data = forked_child_output(pid, rfd)
+    def child() -> list:  # never calls into Go
+        out = []
+        for call in (lambda: w.add_item(1, [1.0] * DIMS), lambda: len(w), lambda: w.commit()):
+            start = time.monotonic()
+            try:
+                call()
+                out.append("no error")
+            except hannoy.ForkedProcessError:
+                out.append(time.monotonic() - start < 1.0)
+            except BaseException as e:
+                out.append(repr(e))
+        return out
+
+    result = in_forked_child(child)
     # commit in a child forgets the writer without calling the library (as before)
-    assert json.loads(data) == [True, True, "no error"]
+    assert result == [True, True, "no error"]
     w.add_item(1, [2.0] * DIMS)  # the parent is unaffected
     w.commit()
     with db.writer(DIMS) as w2:

@@ -278,8 +278,10 @@ def test_chunked_build_under_the_limit(big: Dict[str, object]) -> None:
     np.save(root / "base.npy", big["base"])
     path = root / "built-under-limit"
     limit = int(big["limit"])  # type: ignore[arg-type]
-    rc, res, err, ooms, peak = run_limited(BUILD, limit, 900, str(path), str(root / "base.npy"), "20")
-    (root / "base.npy").unlink()
+    try:
+        rc, res, err, ooms, peak = run_limited(BUILD, limit, 900, str(path), str(root / "base.npy"), "20")
+    finally:
+        (root / "base.npy").unlink()
     assert rc == 0 and ooms == 0, "exit %d, %d OOM kills\n%s" % (rc, ooms, err[-3000:])
     print("built %d vectors in 20 commits under %d MiB: peak %d MiB" % (N, limit // MIB, peak // MIB))
     assert res == {"n": N}

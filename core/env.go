@@ -31,6 +31,11 @@ type Options struct {
 	// the file's pages and their own tables (0: MemoryBudgetEnv if set, else 80% of what
 	// ReadMemoryInfo finds available when a reader opens). See ReaderOptions.
 	MemoryBudget int64
+	// NoWriteMap keeps the pages a write transaction changes in memory of LMDB's own until the
+	// commit, instead of changing them in place through a writable memory map (MDB_WRITEMAP,
+	// the default of writable environments on Linux file systems that support fallocate; see
+	// writemap.go). The environment variable HANNOY_WRITEMAP=0 does the same.
+	NoWriteMap bool
 }
 
 // Env is an LMDB environment: a directory holding data.mdb and lock.mdb. It is safe for
@@ -42,6 +47,12 @@ type Env struct {
 
 	warmMu sync.Mutex
 	warmed int64 // bytes of the file already advised MADV_NORMAL and WILLNEED (see warm)
+
+	writeMap bool // opened with MDB_WRITEMAP: write transactions keep room reserved (roomGuard)
+	// lockFile is a second descriptor of lock.mdb, for the exclusive lock of trimIfAlone (an
+	// MDB_WRITEMAP environment only). It stays open until LMDB has closed the environment:
+	// closing any descriptor of a file drops the process's fcntl locks on it, LMDB's too.
+	lockFile *os.File
 }
 
 // OpenEnv opens (creating if needed) the LMDB environment in directory path.
@@ -75,6 +86,40 @@ func OpenEnv(path string, opts Options) (*Env, error) {
 	if err := checkDataFile(filepath.Join(path, "data.mdb")); err != nil {
 		return nil, err
 	}
+	// LMDB then advises the whole map MADV_RANDOM: right for a file larger than memory. A reader
+	// of a file that fits switches its pages back to read-ahead (Env.warm).
+	flags := uint(lmdb.NoTLS | lmdb.NoReadahead)
+	if opts.ReadOnly {
+		flags |= lmdb.Readonly
+	}
+	writeMap := writeMapWanted(path, opts)
+	if writeMap {
+		flags |= lmdb.WriteMap
+	}
+	env, err := openLMDB(path, opts, flags)
+	if err != nil && writeMap {
+		// MDB_WRITEMAP extends the file to the map size: a file system may refuse a file that
+		// large (EFBIG). Then open it as LMDB does by default.
+		writeMap = false
+		env, err = openLMDB(path, opts, flags&^lmdb.WriteMap)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Free the reader slots of processes that died holding them (killed, crashed): they would
+	// pin old pages, so that the file grows instead of reusing them, and fill the table.
+	_, _ = env.ReaderCheck()
+	e := &Env{env: env, path: path, opts: opts, writeMap: writeMap}
+	if writeMap {
+		if e.lockFile, err = os.OpenFile(filepath.Join(path, "lock.mdb"), os.O_RDWR, 0); err == nil {
+			e.trimIfAlone(false)
+		}
+	}
+	return e, nil
+}
+
+// openLMDB creates, configures and opens an lmdb-go environment.
+func openLMDB(path string, opts Options, flags uint) (*lmdb.Env, error) {
 	env, err := lmdb.NewEnv()
 	if err != nil {
 		return nil, fmt.Errorf("create LMDB environment: %w", err)
@@ -92,24 +137,26 @@ func OpenEnv(path string, opts Options) (*Env, error) {
 		env.Close()
 		return nil, fmt.Errorf("configure LMDB environment: %w", err)
 	}
-	// LMDB then advises the whole map MADV_RANDOM: right for a file larger than memory. A reader
-	// of a file that fits switches its pages back to read-ahead (Env.warm).
-	flags := uint(lmdb.NoTLS | lmdb.NoReadahead)
-	if opts.ReadOnly {
-		flags |= lmdb.Readonly
-	}
 	if err := env.Open(path, flags, 0o644); err != nil {
 		env.Close()
 		return nil, fmt.Errorf("open LMDB environment %s: %w", path, err)
 	}
-	// Free the reader slots of processes that died holding them (killed, crashed): they would
-	// pin old pages, so that the file grows instead of reusing them, and fill the table.
-	_, _ = env.ReaderCheck()
-	return &Env{env: env, path: path, opts: opts}, nil
+	return env, nil
 }
 
-// Close closes the environment. Every transaction must have ended.
-func (e *Env) Close() error { return e.env.Close() }
+// Close closes the environment. Every transaction must have ended. An environment opened with
+// MDB_WRITEMAP that no other process has open has its file cut back to the used size first.
+func (e *Env) Close() error {
+	e.trimIfAlone(true)
+	err := e.env.Close()
+	if e.lockFile != nil {
+		e.lockFile.Close()
+	}
+	return err
+}
+
+// WriteMap reports whether write transactions change the file's pages in place (MDB_WRITEMAP).
+func (e *Env) WriteMap() bool { return e.writeMap }
 
 // Path is the directory the environment was opened at.
 func (e *Env) Path() string { return e.path }
@@ -177,6 +224,34 @@ func (e *Env) warm(used int64) {
 	go willNeed(start+from, to-from)
 }
 
+// beginRoom reserves the room a new write transaction of an MDB_WRITEMAP environment stores
+// into first (see roomGuard). It runs once the transaction holds the write lock, so the used
+// size is that of the last commit of any process.
+func (e *Env) beginRoom() (*roomGuard, error) {
+	used, err := e.UsedBytes()
+	if err != nil {
+		return nil, err
+	}
+	st, err := e.env.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("environment stat: %w", err)
+	}
+	fd, err := e.env.FD()
+	if err != nil {
+		return nil, err
+	}
+	g, err := beginRoom(int(fd), filepath.Join(e.path, "data.mdb"), int64(st.PSize), used, e.opts.MapSize)
+	if err != nil {
+		return nil, err
+	}
+	// Holding the write lock, no other process is writing past the used size: the file can be
+	// cut to this transaction's reservation (LMDB's open extends it to the map size).
+	if err := e.trimTo(g.reserved); err != nil {
+		return nil, fmt.Errorf("set the length of %s: %w", g.path, err)
+	}
+	return g, nil
+}
+
 // diskFullSlack is the free space under which a failed write is taken for a full disk.
 const diskFullSlack = 16 << 20
 
@@ -242,8 +317,11 @@ func (e *Env) OpenDatabase(name string, create bool) (*Database, error) {
 	if !lmdb.IsNotFound(err) || !create {
 		return nil, fmt.Errorf("open database %q: %w", name, err)
 	}
-	err = e.env.Update(func(txn *lmdb.Txn) error {
-		dbi, err = open(txn, lmdb.Create)
+	err = e.Update(func(txn *WriteTxn) error {
+		if err := txn.room(64); err != nil {
+			return err
+		}
+		dbi, err = open(txn.txn, lmdb.Create)
 		return err
 	})
 	if err != nil {
@@ -289,7 +367,14 @@ func (e *Env) BeginWrite() (*WriteTxn, error) {
 		return nil, fmt.Errorf("begin write transaction: %w", err)
 	}
 	txn.RawRead = true
-	return &WriteTxn{txn: txn, env: e}, nil
+	t := &WriteTxn{txn: txn, env: e}
+	if e.writeMap {
+		if t.guard, err = e.beginRoom(); err != nil {
+			txn.Abort()
+			return nil, fmt.Errorf("begin write transaction: %w", err)
+		}
+	}
+	return t, nil
 }
 
 // BeginRead begins a read transaction: a consistent snapshot of the last commit. A read

@@ -37,6 +37,8 @@ type WriteTxn struct {
 	// Clear): the committed snapshot no longer describes them, so a later Build in the same
 	// transaction reads their graph from this transaction.
 	rebuilt map[indexKey]bool
+	// guard keeps room reserved in the file for an MDB_WRITEMAP environment (nil otherwise).
+	guard *roomGuard
 }
 
 type indexKey struct {
@@ -48,6 +50,13 @@ func (t *WriteTxn) lmdbTxn() *lmdb.Txn { return t.txn }
 
 // Commit commits the transaction. A commit refused for lack of disk space wraps ErrDiskFull.
 func (t *WriteTxn) Commit() error {
+	if t.guard != nil {
+		// The commit takes pages too (the free list's records): make sure the margin is ahead.
+		if err := t.guard.check(); err != nil {
+			t.txn.Abort()
+			return fmt.Errorf("commit: %w", err)
+		}
+	}
 	if err := t.txn.Commit(); err != nil {
 		if free, full := t.env.diskFull(err); full {
 			return fmt.Errorf("commit: %w: %d bytes are free on the file system of %s; this transaction "+

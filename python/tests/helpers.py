@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import struct
 import time
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
@@ -137,3 +139,25 @@ def in_forked_child(fn: Callable[[], object], timeout: float = 60.0) -> object:
     os.close(rfd)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     return json.loads(data)
+
+
+def lmdb_used_bytes(path: Path) -> int:
+    """The bytes of ``path``/data.mdb that LMDB's newest commit uses: (last page + 1) x page size,
+    from the newer of the two meta pages (LMDB 0.9, 64-bit layout)."""
+    with open(Path(path) / "data.mdb", "rb") as f:
+        head = f.read(152)
+        psize = struct.unpack_from("<I", head, 16 + 24)[0]  # mm_dbs[FREE_DBI].md_pad
+        best = (0, -1)
+        for page in (0, 1):
+            f.seek(page * psize)
+            last_pg, txnid = struct.unpack_from("<QQ", f.read(152), 16 + 120)
+            best = max(best, (txnid, last_pg))
+    return (best[1] + 1) * psize
+
+
+def data_digest(path: Path) -> str:
+    """SHA-256 of the part of ``path``/data.mdb that the last commit uses. The file may be longer:
+    pages past the used size are free space to LMDB, where a writable environment (MDB_WRITEMAP)
+    keeps its write transaction's reserved blocks and the pages of aborted transactions."""
+    with open(Path(path) / "data.mdb", "rb") as f:
+        return hashlib.sha256(f.read(lmdb_used_bytes(path))).hexdigest()

@@ -15,14 +15,13 @@ import pytest
 
 import hannoy
 from hannoy import Metric
-from helpers import build_index, subprocess_env
+from helpers import build_index, data_digest, subprocess_env
 
 VECTORS = np.random.default_rng(21).standard_normal((500, 12)).astype(np.float32)
 QUERIES = VECTORS[:5] + 0.01
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256((path / "data.mdb").read_bytes()).hexdigest()
+digest = data_digest
 
 
 @pytest.fixture

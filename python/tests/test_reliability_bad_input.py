@@ -35,7 +35,7 @@ import pytest
 
 import hannoy
 from hannoy import Metric
-from helpers import subprocess_env
+from helpers import data_digest, subprocess_env
 
 DIMS = 784
 N_ITEMS = 300
@@ -76,10 +76,6 @@ class State:
         if pos < len(self.ids) and int(self.ids[pos]) == item:
             return self.vectors[pos]
         return None
-
-
-def data_digest(path: Path) -> str:
-    return hashlib.sha256((Path(path) / "data.mdb").read_bytes()).hexdigest()
 
 
 def file_bytes(path: Path) -> Dict[str, bytes]:

@@ -1,0 +1,224 @@
+package core
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+)
+
+// Writable environments are opened with MDB_WRITEMAP where the file system allows it. LMDB then
+// changes the file's pages in place, through its memory map, instead of copying every page a
+// transaction changes into memory of its own until the commit. Those dirty pages are page
+// cache: the kernel writes them back and drops them under memory pressure, so the memory of a
+// write transaction no longer grows with the part of the file it changes (a build that links
+// new items into a large graph changes most of its link pages). Readers of the last commit never
+// see them: LMDB writes only pages no snapshot uses, and the new meta page last.
+//
+// MDB_WRITEMAP makes LMDB extend data.mdb to the map size when it opens it, as a sparse file.
+// Storing into a hole of the map needs a block from the file system, and when the disk is full
+// the kernel answers with SIGBUS, which would kill the process. So a write transaction keeps
+// the blocks it may write next reserved (fallocate) ahead of LMDB's highest page (roomGuard),
+// and refuses a write with ErrDiskFull when they cannot be reserved. The file's length is kept
+// near its used size: a write transaction, which holds LMDB's write lock, cuts it to the end of
+// its reservation when it begins; opening and closing the environment cut it to the used size
+// when no other process has it open. Pages past the used size (the reservation, pages of
+// aborted transactions) are free space to LMDB, as the pages of its free list are.
+//
+// HANNOY_WRITEMAP=0 (or Options.NoWriteMap) keeps LMDB's own dirty pages.
+
+// WriteMapEnv is the environment variable that turns MDB_WRITEMAP off when set to 0.
+const WriteMapEnv = "HANNOY_WRITEMAP"
+
+// writeMapWanted reports whether a writable environment in dir should use MDB_WRITEMAP.
+func writeMapWanted(dir string, opts Options) bool {
+	if opts.ReadOnly || opts.NoWriteMap {
+		return false
+	}
+	switch strings.TrimSpace(strings.ToLower(os.Getenv(WriteMapEnv))) {
+	case "0", "false", "no", "off":
+		return false
+	}
+	return fallocateWorks(dir)
+}
+
+// fallocateWorks reports whether the file system of dir reserves blocks with fallocate: without
+// it, MDB_WRITEMAP could not be kept from storing into holes of a full disk.
+func fallocateWorks(dir string) bool {
+	f, err := os.CreateTemp(dir, ".hannoy-fallocate-*")
+	if err != nil {
+		return false
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	return fallocate(int(f.Fd()), 0, 4096) == nil
+}
+
+// Reservation sizes, in pages.
+const (
+	// opPages bounds the pages one put or delete may take from the end of the file besides the
+	// value's overflow pages: each page on the path from the root (depth <= 8) copied once,
+	// one new page per level when they split or merge, and a new root.
+	opPages = 3 * (8 + 2)
+	// Reservations are between these, sized after the used file (1/16 of it).
+	minRoomPages = 256
+	maxRoomPages = 4096
+)
+
+// roomGuard keeps the blocks of data.mdb that a write transaction of an MDB_WRITEMAP environment
+// may store into next reserved. LMDB takes new pages from the end of the used file, one page
+// number after the other: the guard reserves [0, reserved) and, before every put or delete,
+// counts the pages it could take at most (opPages + the value's overflow pages). After a
+// quarter of the margin has been counted, it checks whether LMDB has reached the page `margin`
+// below the reservation's end (LMDB writes the page number at the head of every page it takes;
+// reserved pages read as zeros until then) and, if so, reserves `margin` more. So LMDB's next
+// page stays at least 3/4 of the margin below the end of the reservation.
+type roomGuard struct {
+	fd       int
+	path     string
+	psize    int64
+	mapSize  int64
+	reserved int64 // bytes of the file reserved from 0
+	margin   int64 // pages
+	pending  int64 // pages counted since the last check
+	run      int64 // most pages of one value seen (an overflow run), at least 1
+	buf      []byte
+}
+
+// beginRoom reserves the room of a new write transaction: the used file is used bytes long.
+func beginRoom(fd int, path string, psize, used, mapSize int64) (*roomGuard, error) {
+	margin := min(max(used/psize/16, minRoomPages), maxRoomPages)
+	g := &roomGuard{fd: fd, path: path, psize: psize, mapSize: mapSize, margin: margin, run: 1}
+	g.reserved = used
+	if err := g.extend(2 * margin * psize); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// extend reserves n more bytes (no further than the map size).
+func (g *roomGuard) extend(n int64) error {
+	end := min(g.reserved+n, g.mapSize)
+	if end <= g.reserved {
+		return nil // LMDB refuses to grow past the map size itself (MDB_MAP_FULL)
+	}
+	if err := fallocate(g.fd, g.reserved, end-g.reserved); err != nil {
+		var st syscall.Statfs_t
+		free := int64(-1)
+		if syscall.Statfs(g.path, &st) == nil {
+			free = int64(st.Bavail) * int64(st.Bsize)
+		}
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			return fmt.Errorf("%w: %d bytes are free on the file system of %s and the next %d could not be "+
+				"reserved for this write; it was refused before anything was stored: abort the transaction "+
+				"(the last commit is intact), or free some space and write again (%v)", ErrDiskFull, free, g.path, end-g.reserved, err)
+		}
+		return fmt.Errorf("reserve %d bytes of %s: %w", end-g.reserved, g.path, err)
+	}
+	g.reserved = end
+	return nil
+}
+
+// before is called before every put or delete that may store value bytes.
+func (g *roomGuard) before(value int) error {
+	pages := int64(opPages)
+	if run := (int64(value) + 16 + g.psize - 1) / g.psize; value > int(g.psize/4) {
+		pages += run
+		g.run = max(g.run, run)
+	}
+	if pages*8 > g.margin {
+		// Values this large need a larger margin between checks.
+		grow := pages*8 - g.margin
+		if err := g.extend(grow * g.psize); err != nil {
+			return err
+		}
+		g.margin += grow
+	}
+	if g.pending+pages > g.margin/4 {
+		if err := g.check(); err != nil {
+			return err
+		}
+	}
+	g.pending += pages
+	return nil
+}
+
+// check reserves more room while LMDB has taken a page in the margin's first pages, then starts
+// counting again. The window read is longer than any overflow run, so once LMDB's next page is
+// past it, one of its pages starts a run and carries its own page number.
+func (g *roomGuard) check() error {
+	for {
+		first := g.reserved/g.psize - g.margin
+		n := g.run + 1
+		if cap(g.buf) < int(n*g.psize) {
+			g.buf = make([]byte, n*g.psize)
+		}
+		buf := g.buf[:n*g.psize]
+		clear(buf)
+		if _, err := syscall.Pread(g.fd, buf, first*g.psize); err != nil {
+			return fmt.Errorf("read %s: %w", g.path, err)
+		}
+		taken := false
+		for j := int64(0); j < n && !taken; j++ {
+			taken = binary.LittleEndian.Uint64(buf[j*g.psize:]) == uint64(first+j)
+		}
+		if !taken {
+			g.pending = 0
+			return nil
+		}
+		if g.reserved >= g.mapSize {
+			g.pending = 0
+			return nil // LMDB reports MDB_MAP_FULL before it takes a page past the map
+		}
+		if err := g.extend(g.margin * g.psize); err != nil {
+			return err
+		}
+	}
+}
+
+// room is called by a write transaction before each put or delete of a value of n bytes.
+func (t *WriteTxn) room(n int) error {
+	if t.guard == nil {
+		return nil
+	}
+	return t.guard.before(n)
+}
+
+// trimIfAlone cuts data.mdb back to the used size of the last commit when no other process has
+// the environment open: MDB_WRITEMAP extended it to the map size, as a sparse file, which
+// copying tools and listings would take at its word. It takes the exclusive lock LMDB's open
+// waits for, and gives it back (keeping the shared one LMDB holds) unless keep is set: Close
+// keeps it until LMDB has closed the environment.
+func (e *Env) trimIfAlone(keep bool) {
+	if e.lockFile == nil {
+		return
+	}
+	fd := int(e.lockFile.Fd())
+	if !lockExclusive(fd) {
+		return
+	}
+	if used, err := e.UsedBytes(); err == nil && used > 0 {
+		_ = e.trimTo(used)
+	}
+	if !keep {
+		lockShared(fd)
+	}
+}
+
+// trimTo cuts data.mdb to size bytes if it is longer.
+func (e *Env) trimTo(size int64) error {
+	fd, err := e.env.FD()
+	if err != nil {
+		return err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(fd), &st); err != nil {
+		return err
+	}
+	if st.Size > size {
+		return syscall.Ftruncate(int(fd), size)
+	}
+	return nil
+}

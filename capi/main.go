@@ -253,7 +253,7 @@ func hannoy_db_info(h C.uint64_t, out **C.char, errOut **C.char) C.int {
 		mapSize := d.entry.mapSize
 		reg.mu.Unlock()
 		return jsonOut(out, map[string]any{"path": d.entry.path, "name": name, "metric": d.metric.String(),
-			"env_size": mapSize, "indexes": indexes})
+			"env_size": mapSize, "indexes": indexes, "write_map": d.entry.env.WriteMap()})
 	})
 }
 

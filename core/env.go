@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/PowerDNS/lmdb-go/lmdb"
@@ -31,24 +32,30 @@ type Options struct {
 	// the file's pages and their own tables (0: MemoryBudgetEnv if set, else 80% of what
 	// ReadMemoryInfo finds available when a reader opens). See ReaderOptions.
 	MemoryBudget int64
-	// NoWriteMap keeps the pages a write transaction changes in memory of LMDB's own until the
-	// commit, instead of changing them in place through a writable memory map (MDB_WRITEMAP,
-	// the default of writable environments on Linux file systems that support fallocate; see
-	// writemap.go). The environment variable HANNOY_WRITEMAP=0 does the same.
-	NoWriteMap bool
+	// WriteMap says when write transactions change the file's pages in place through a writable
+	// memory map (MDB_WRITEMAP) instead of keeping the pages they change in memory of LMDB's
+	// own until the commit: WriteMapAuto (the default, or WriteMapEnv) once the used file is more
+	// than a quarter of the memory budget. See writemap.go.
+	WriteMap WriteMapMode
 }
 
 // Env is an LMDB environment: a directory holding data.mdb and lock.mdb. It is safe for
 // concurrent use. Open it once per path and process.
 type Env struct {
+	// mu is held shared while a transaction begins and while the LMDB environment is used
+	// outside transactions, and exclusively to open the environment again (switchWriteMap).
+	mu   sync.RWMutex
 	env  *lmdb.Env
 	path string
 	opts Options
+	open atomic.Int64 // transactions begun through Env and not ended yet
+	dbs  []*Database  // the databases opened, whose handles a new LMDB environment opens again
 
 	warmMu sync.Mutex
 	warmed int64 // bytes of the file already advised MADV_NORMAL and WILLNEED (see warm)
 
-	writeMap bool // opened with MDB_WRITEMAP: write transactions keep room reserved (roomGuard)
+	writeMap     bool         // opened with MDB_WRITEMAP: write transactions keep room reserved (roomGuard)
+	writeMapMode WriteMapMode // when to switch to MDB_WRITEMAP (never WriteMapAuto for a read-only one)
 	// lockFile is a second descriptor of lock.mdb, for the exclusive lock of trimIfAlone (an
 	// MDB_WRITEMAP environment only). It stays open until LMDB has closed the environment:
 	// closing any descriptor of a file drops the process's fcntl locks on it, LMDB's too.
@@ -92,27 +99,20 @@ func OpenEnv(path string, opts Options) (*Env, error) {
 	if opts.ReadOnly {
 		flags |= lmdb.Readonly
 	}
-	writeMap := writeMapWanted(path, opts)
-	if writeMap {
-		flags |= lmdb.WriteMap
-	}
 	env, err := openLMDB(path, opts, flags)
-	if err != nil && writeMap {
-		// MDB_WRITEMAP extends the file to the map size: a file system may refuse a file that
-		// large (EFBIG). Then open it as LMDB does by default.
-		writeMap = false
-		env, err = openLMDB(path, opts, flags&^lmdb.WriteMap)
-	}
 	if err != nil {
 		return nil, err
 	}
 	// Free the reader slots of processes that died holding them (killed, crashed): they would
 	// pin old pages, so that the file grows instead of reusing them, and fill the table.
 	_, _ = env.ReaderCheck()
-	e := &Env{env: env, path: path, opts: opts, writeMap: writeMap}
-	if writeMap {
-		if e.lockFile, err = os.OpenFile(filepath.Join(path, "lock.mdb"), os.O_RDWR, 0); err == nil {
-			e.trimIfAlone(false)
+	e := &Env{env: env, path: path, opts: opts, writeMapMode: writeMapMode(opts)}
+	if e.writeMapWanted() {
+		e.mu.Lock()
+		err = e.switchWriteMap()
+		e.mu.Unlock()
+		if err != nil {
+			return nil, err
 		}
 	}
 	return e, nil
@@ -147,6 +147,8 @@ func openLMDB(path string, opts Options, flags uint) (*lmdb.Env, error) {
 // Close closes the environment. Every transaction must have ended. An environment opened with
 // MDB_WRITEMAP that no other process has open has its file cut back to the used size first.
 func (e *Env) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	e.trimIfAlone(true)
 	err := e.env.Close()
 	if e.lockFile != nil {
@@ -156,7 +158,11 @@ func (e *Env) Close() error {
 }
 
 // WriteMap reports whether write transactions change the file's pages in place (MDB_WRITEMAP).
-func (e *Env) WriteMap() bool { return e.writeMap }
+func (e *Env) WriteMap() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.writeMap
+}
 
 // Path is the directory the environment was opened at.
 func (e *Env) Path() string { return e.path }
@@ -167,6 +173,8 @@ func (e *Env) MapSize() int64 { return e.opts.MapSize }
 // SetMapSize grows (or shrinks) the map to size bytes. LMDB maps the file again: no
 // transaction of this process may be open, and no value read before may be used after.
 func (e *Env) SetMapSize(size int64) error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
 	e.warmMu.Lock()
 	defer e.warmMu.Unlock()
 	if err := e.env.SetMapSize(size); err != nil {
@@ -180,6 +188,13 @@ func (e *Env) SetMapSize(size int64) error {
 // UsedBytes is the size of the last commit's part of the data file: LMDB's last used page + 1,
 // times the page size. The file may be longer (LMDB does not shrink it).
 func (e *Env) UsedBytes() (int64, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.usedBytes()
+}
+
+// usedBytes is UsedBytes for a caller that holds e.mu.
+func (e *Env) usedBytes() (int64, error) {
 	info, err := e.env.Info()
 	if err != nil {
 		return 0, fmt.Errorf("environment info: %w", err)
@@ -228,7 +243,7 @@ func (e *Env) warm(used int64) {
 // into first (see roomGuard). It runs once the transaction holds the write lock, so the used
 // size is that of the last commit of any process.
 func (e *Env) beginRoom() (*roomGuard, error) {
-	used, err := e.UsedBytes()
+	used, err := e.usedBytes()
 	if err != nil {
 		return nil, err
 	}
@@ -275,8 +290,13 @@ func (e *Env) diskFull(err error) (free int64, full bool) {
 	return free, errno != syscall.EIO || free < diskFullSlack
 }
 
-// LMDB returns the underlying lmdb-go environment, for advanced uses.
-func (e *Env) LMDB() *lmdb.Env { return e.env }
+// LMDB returns the underlying lmdb-go environment, for advanced uses. It changes when the
+// environment switches to MDB_WRITEMAP (at a BeginWrite with no transaction of Env open).
+func (e *Env) LMDB() *lmdb.Env {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.env
+}
 
 // Database is one LMDB database (the unnamed main one or a named one) of an environment. It
 // holds any number of hannoy indexes.
@@ -302,16 +322,16 @@ func (e *Env) OpenDatabase(name string, create bool) (*Database, error) {
 		return txn.OpenDBI(name, flags)
 	}
 	// First try without the write lock: the database usually exists.
-	txn, err := e.env.BeginTxn(nil, lmdb.Readonly)
+	txn, err := e.BeginRead()
 	if err != nil {
 		return nil, fmt.Errorf("open database %q: %w", name, err)
 	}
-	dbi, err := open(txn, 0)
+	dbi, err := open(txn.txn, 0)
 	if err == nil {
-		if err := txn.Commit(); err != nil {
+		if err := txn.commit(); err != nil {
 			return nil, fmt.Errorf("open database %q: %w", name, err)
 		}
-		return &Database{env: e, dbi: dbi, name: name}, nil
+		return e.addDatabase(dbi, name), nil
 	}
 	txn.Abort()
 	if !lmdb.IsNotFound(err) || !create {
@@ -327,7 +347,21 @@ func (e *Env) OpenDatabase(name string, create bool) (*Database, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create database %q: %w", name, err)
 	}
-	return &Database{env: e, dbi: dbi, name: name}, nil
+	return e.addDatabase(dbi, name), nil
+}
+
+// addDatabase records a database handle, which switchWriteMap opens again.
+func (e *Env) addDatabase(dbi lmdb.DBI, name string) *Database {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, d := range e.dbs {
+		if d.name == name {
+			return d
+		}
+	}
+	d := &Database{env: e, dbi: dbi, name: name}
+	e.dbs = append(e.dbs, d)
+	return d
 }
 
 // Update runs fn in a write transaction on a locked OS thread and commits it if fn returns
@@ -360,6 +394,13 @@ func (e *Env) View(fn func(*ReadTxn) error) error {
 // to happen on the same OS thread: call runtime.LockOSThread first. It blocks while another
 // write transaction (of this process or another) is open.
 func (e *Env) BeginWrite() (*WriteTxn, error) {
+	if e.writeMapMode != WriteMapNever {
+		if err := e.maybeSwitchWriteMap(); err != nil {
+			return nil, fmt.Errorf("begin write transaction: %w", err)
+		}
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
 	// Slots of dead readers would keep this transaction from reusing the pages they pin.
 	_, _ = e.env.ReaderCheck()
 	txn, err := e.env.BeginTxn(nil, 0)
@@ -367,10 +408,11 @@ func (e *Env) BeginWrite() (*WriteTxn, error) {
 		return nil, fmt.Errorf("begin write transaction: %w", err)
 	}
 	txn.RawRead = true
+	e.open.Add(1)
 	t := &WriteTxn{txn: txn, env: e}
 	if e.writeMap {
 		if t.guard, err = e.beginRoom(); err != nil {
-			txn.Abort()
+			t.Abort()
 			return nil, fmt.Errorf("begin write transaction: %w", err)
 		}
 	}
@@ -383,6 +425,8 @@ func (e *Env) BeginWrite() (*WriteTxn, error) {
 // When LMDB's reader table is full, the slots of dead processes are freed and the begin tried
 // again; if it is still full, the error is LMDB's MDB_READERS_FULL.
 func (e *Env) BeginRead() (*ReadTxn, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
 	txn, err := e.env.BeginTxn(nil, lmdb.Readonly)
 	if lmdb.IsErrno(err, lmdb.ReadersFull) {
 		if dead, _ := e.env.ReaderCheck(); dead > 0 {
@@ -393,5 +437,6 @@ func (e *Env) BeginRead() (*ReadTxn, error) {
 		return nil, fmt.Errorf("begin read transaction: %w", err)
 	}
 	txn.RawRead = true
-	return &ReadTxn{txn: txn}, nil
+	e.open.Add(1)
+	return &ReadTxn{txn: txn, env: e}, nil
 }

@@ -15,13 +15,32 @@ type Txn interface {
 // ReadTxn is a read-only transaction: a consistent snapshot of the last commit. Values read
 // through it stay valid until it ends.
 type ReadTxn struct {
-	txn *lmdb.Txn
+	txn   *lmdb.Txn
+	env   *Env
+	ended bool
 }
 
 func (t *ReadTxn) lmdbTxn() *lmdb.Txn { return t.txn }
 
-// Abort ends the transaction.
-func (t *ReadTxn) Abort() { t.txn.Abort() }
+// Abort ends the transaction. Ending it again does nothing.
+func (t *ReadTxn) Abort() {
+	t.txn.Abort()
+	t.end()
+}
+
+// commit ends the transaction, keeping the database handles it opened.
+func (t *ReadTxn) commit() error {
+	err := t.txn.Commit()
+	t.end()
+	return err
+}
+
+func (t *ReadTxn) end() {
+	if !t.ended {
+		t.ended = true
+		t.env.open.Add(-1)
+	}
+}
 
 // ID is the LMDB transaction id of the snapshot.
 func (t *ReadTxn) ID() uintptr { return t.txn.ID() }
@@ -39,6 +58,14 @@ type WriteTxn struct {
 	rebuilt map[indexKey]bool
 	// guard keeps room reserved in the file for an MDB_WRITEMAP environment (nil otherwise).
 	guard *roomGuard
+	ended bool
+}
+
+func (t *WriteTxn) end() {
+	if !t.ended {
+		t.ended = true
+		t.env.open.Add(-1)
+	}
 }
 
 type indexKey struct {
@@ -53,10 +80,11 @@ func (t *WriteTxn) Commit() error {
 	if t.guard != nil {
 		// The commit takes pages too (the free list's records): make sure the margin is ahead.
 		if err := t.guard.check(); err != nil {
-			t.txn.Abort()
+			t.Abort()
 			return fmt.Errorf("commit: %w", err)
 		}
 	}
+	defer t.end()
 	if err := t.txn.Commit(); err != nil {
 		if free, full := t.env.diskFull(err); full {
 			return fmt.Errorf("commit: %w: %d bytes are free on the file system of %s; this transaction "+
@@ -67,8 +95,11 @@ func (t *WriteTxn) Commit() error {
 	return nil
 }
 
-// Abort ends the transaction, discarding every change.
-func (t *WriteTxn) Abort() { t.txn.Abort() }
+// Abort ends the transaction, discarding every change. Ending it again does nothing.
+func (t *WriteTxn) Abort() {
+	t.txn.Abort()
+	t.end()
+}
 
 // LMDB returns the underlying lmdb-go transaction.
 func (t *WriteTxn) LMDB() *lmdb.Txn { return t.txn }

@@ -55,7 +55,7 @@ func addRandom(env *Env, db *Database, first, n uint32, dims int, seed uint64) e
 
 func TestWriteMapKeepsItsFileShort(t *testing.T) {
 	dir := t.TempDir()
-	env, err := OpenEnv(dir, Options{MapSize: 1 << 34})
+	env, err := OpenEnv(dir, Options{MapSize: 1 << 34, WriteMap: WriteMapAlways})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,11 @@ func TestWriteMapKeepsItsFileShort(t *testing.T) {
 	}
 	// Everything is there after reopening, with or without the write map.
 	for _, noWriteMap := range []bool{false, true} {
-		env, err := OpenEnv(dir, Options{MapSize: 1 << 34, NoWriteMap: noWriteMap})
+		mode := WriteMapAlways
+		if noWriteMap {
+			mode = WriteMapNever
+		}
+		env, err := OpenEnv(dir, Options{MapSize: 1 << 34, WriteMap: mode})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,14 +120,78 @@ func TestWriteMapKeepsItsFileShort(t *testing.T) {
 }
 
 func TestWriteMapEnvVariable(t *testing.T) {
-	t.Setenv(WriteMapEnv, "0")
-	env, err := OpenEnv(t.TempDir(), Options{})
+	for value, want := range map[string]bool{"0": false, "1": true} {
+		t.Setenv(WriteMapEnv, value)
+		env, err := OpenEnv(t.TempDir(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env.WriteMap() != want {
+			t.Errorf("%s=%s: WriteMap() is %v", WriteMapEnv, value, env.WriteMap())
+		}
+		env.Close()
+	}
+}
+
+// TestWriteMapSwitch: an environment switches to MDB_WRITEMAP at the first write transaction
+// that begins once its used file is more than a quarter of the memory budget, not while a
+// reader is open; the databases opened before keep working, and nothing is lost.
+func TestWriteMapSwitch(t *testing.T) {
+	t.Setenv(MemoryBudgetEnv, "16M")
+	dir := t.TempDir()
+	env, err := OpenEnv(dir, Options{MapSize: 1 << 34})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer env.Close()
+	named, err := env.OpenDatabase("named", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := env.OpenDatabase("", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := addRandom(env, named, 0, 100, 8, 3); err != nil {
+		t.Fatal(err)
+	}
 	if env.WriteMap() {
-		t.Fatalf("%s=0 left MDB_WRITEMAP on", WriteMapEnv)
+		t.Fatal("an empty environment started with MDB_WRITEMAP")
+	}
+	// 2,500 items of 512 floats: more than 4 MiB, a quarter of the budget.
+	if err := addRandom(env, db, 0, 2500, 512, 1); err != nil {
+		t.Fatal(err)
+	}
+	if used, _ := env.UsedBytes(); used <= 4<<20 {
+		t.Fatalf("the test meant to use more than 4 MiB, LMDB uses %d bytes", used)
+	}
+	// A reader is open: the next write cannot switch.
+	r, txn := openReader(t, env, db, 0, Euclidean)
+	if err := addRandom(env, named, 100, 10, 8, 4); err != nil {
+		t.Fatal(err)
+	}
+	if env.WriteMap() {
+		t.Fatal("switched to MDB_WRITEMAP while a reader was open")
+	}
+	if n := r.Len(); n != 2500 {
+		t.Fatalf("the open reader sees %d items", n)
+	}
+	txn.Abort()
+	if err := addRandom(env, db, 2500, 10, 512, 2); err != nil {
+		t.Fatal(err)
+	}
+	if !env.WriteMap() {
+		t.Fatal("did not switch to MDB_WRITEMAP")
+	}
+	for _, c := range []struct {
+		db   *Database
+		want uint64
+	}{{db, 2510}, {named, 110}} {
+		r, txn := openReader(t, env, c.db, 0, Euclidean)
+		if n := r.Len(); n != c.want {
+			t.Errorf("database %q: %d items after the switch, want %d", c.db.Name(), n, c.want)
+		}
+		txn.Abort()
 	}
 }
 
@@ -140,7 +208,7 @@ func TestWriteMapDiskFull(t *testing.T) {
 	}
 	defer exec.Command("umount", "-l", mnt).Run()
 	dir := filepath.Join(mnt, "db")
-	env, err := OpenEnv(dir, Options{MapSize: 1 << 30})
+	env, err := OpenEnv(dir, Options{MapSize: 1 << 30, WriteMap: WriteMapAlways})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +242,7 @@ func TestWriteMapDiskFull(t *testing.T) {
 	if out, err := exec.Command("mount", "-o", "remount,size=64m", mnt).CombinedOutput(); err != nil {
 		t.Fatalf("remount: %v %s", err, out)
 	}
-	env, err = OpenEnv(dir, Options{MapSize: 1 << 30})
+	env, err = OpenEnv(dir, Options{MapSize: 1 << 30, WriteMap: WriteMapAlways})
 	if err != nil {
 		t.Fatal(err)
 	}

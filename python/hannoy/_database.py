@@ -264,8 +264,11 @@ class Database:
     # -- information -----------------------------------------------------------------------
 
     def stats(self) -> Dict[str, Any]:
-        """Facts about the database: ``path``, ``name``, ``metric``, ``env_size`` and
-        ``indexes`` (the ids of the built indexes), from the library.
+        """Facts about the database: ``path``, ``name``, ``metric``, ``env_size``,
+        ``indexes`` (the ids of the built indexes) and ``write_map`` (whether write
+        transactions change the file's pages in place, which LMDB calls MDB_WRITEMAP: switched on
+        when a writer begins once the file is more than a quarter of the memory budget and no
+        reader of this process is open; ``HANNOY_WRITEMAP=1`` or ``0`` forces it), from the library.
 
         Examples
         --------

@@ -168,7 +168,10 @@ def step_build(a):
         r._add(db, ids, vectors)  # one writer: add_items, build, commit
         t2 = time.monotonic()
         del vectors, ids
-        emit(event="chunk", chunk=c, items=e - s, items_total=e, t_start=t0, t_added=t1, t_end=t2,
+        extra = {}
+        if a.lib == "ours":
+            extra["write_map"] = bool(db.stats().get("write_map"))  # MDB_WRITEMAP during the next chunk
+        emit(event="chunk", chunk=c, items=e - s, items_total=e, t_start=t0, t_added=t1, t_end=t2, **extra,
              load_s=t1 - t0, chunk_s=t2 - t1, majflt=(majflt() - f0) if f0 is not None else None,
              api=r.add_api, **proc_status(), **index_size(a.index))
     emit(event="done", build_s=time.monotonic() - t_start, n=n, dims=dims, chunks=a.chunks, api=r.add_api,

@@ -11,6 +11,8 @@
 //	key.go, node.go, links.go, metadata.go, version.go, updatestatus.go   on-disk codecs
 //	metric.go                        the seven metrics: codecs, headers, distances
 //	env.go, txn.go                   LMDB environments, databases and transactions
+//	writemap.go                      MDB_WRITEMAP for files larger than a quarter of the budget:
+//	                                 the switch, the blocks reserved ahead of LMDB, the file's length
 //	writer.go                        adding, deleting and reading items before a build
 //	build.go                         the HNSW build: options, progress, its steps in order, metadata
 //	build_worker.go                  build workers: vector and link access, layer search, selection

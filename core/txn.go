@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/PowerDNS/lmdb-go/lmdb"
 )
@@ -17,7 +18,7 @@ type Txn interface {
 type ReadTxn struct {
 	txn   *lmdb.Txn
 	env   *Env
-	ended bool
+	ended atomic.Bool
 }
 
 func (t *ReadTxn) lmdbTxn() *lmdb.Txn { return t.txn }
@@ -36,8 +37,7 @@ func (t *ReadTxn) commit() error {
 }
 
 func (t *ReadTxn) end() {
-	if !t.ended {
-		t.ended = true
+	if t.ended.CompareAndSwap(false, true) {
 		t.env.open.Add(-1)
 	}
 }
@@ -58,12 +58,11 @@ type WriteTxn struct {
 	rebuilt map[indexKey]bool
 	// guard keeps room reserved in the file for an MDB_WRITEMAP environment (nil otherwise).
 	guard *roomGuard
-	ended bool
+	ended atomic.Bool
 }
 
 func (t *WriteTxn) end() {
-	if !t.ended {
-		t.ended = true
+	if t.ended.CompareAndSwap(false, true) {
 		t.env.open.Add(-1)
 	}
 }

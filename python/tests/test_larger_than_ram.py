@@ -350,3 +350,64 @@ def test_disk_full_during_chunked_builds(tmpfs: Path) -> None:
                 assert len(r.by_vec(v[3], n=10)) == 10
                 assert r.by_vec(v[3], n=1, candidates=[c * 2000 + 3]) == [(c * 2000 + 3, 0.0)]
     assert hannoy.verify(path)["txn_id"] > 0
+
+
+FILL_CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import hannoy
+    from hannoy import Metric
+
+    path, first, chunks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    db = hannoy.Database(path, Metric.EUCLIDEAN)
+    n = first
+    out = {}
+    try:
+        for c in range(first // 2000, first // 2000 + chunks):
+            v = np.random.default_rng(c).normal(size=(2000, 128)).astype(np.float32)
+            with db.writer(128, m=8, ef=32) as w:
+                w.add_items(np.arange(c * 2000, (c + 1) * 2000), v)
+            n += 2000
+    except hannoy.DiskFullError as e:
+        out["error"] = str(e)
+    out.update(n=n, write_map=db.stats()["write_map"])
+    db.close()
+    print(json.dumps(out))
+""")
+
+
+def test_disk_full_through_the_write_map(tmpfs: Path) -> None:
+    """The same as above with HANNOY_WRITEMAP=1, as a file larger than a quarter of the memory
+    budget is written: LMDB stores pages straight into the file's memory map, where a full disk
+    would be a SIGBUS that kills the process. The child is not killed: it gets DiskFullError,
+    the last commit is intact, and after space is freed the writing goes on."""
+    path = tmpfs / "db"
+    env = {**subprocess_env(), "HANNOY_WRITEMAP": "1"}
+
+    def fill(first: int, chunks: int) -> Dict[str, object]:
+        done = subprocess.run([sys.executable, "-c", FILL_CHILD, str(path), str(first), str(chunks)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, "child exit %d\n%s" % (done.returncode, done.stderr[-3000:])
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    out = fill(0, 100)
+    assert out["write_map"] is True
+    assert "disk is full" in str(out.get("error")) and "last commit is intact" in str(out["error"])
+    n = int(out["n"])  # type: ignore[call-overload]
+    assert n >= 2000
+
+    def check(n: int) -> None:
+        with hannoy.Database(path, Metric.EUCLIDEAN) as db, db.reader() as r:
+            assert len(r) == n and n not in r
+            for c in (0, n // 2000 - 1):
+                v = np.random.default_rng(c).normal(size=(2000, 128)).astype(np.float32)
+                np.testing.assert_array_equal(r.item_vector(c * 2000 + 7), v[7])
+                assert r.by_vec(v[7], n=1, candidates=[c * 2000 + 7]) == [(c * 2000 + 7, 0.0)]
+        assert hannoy.verify(path)["txn_id"] > 0
+
+    check(n)
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tmpfs)], check=True)
+    out = fill(n, 2)
+    assert "error" not in out and out["n"] == n + 4000
+    check(n + 4000)
+

@@ -36,13 +36,15 @@ CRASH_TRIALS = int(os.environ.get("HANNOY_RELIABILITY_CRASH_TRIALS", "8"))
 class Child:
     """A child process whose marker lines (NAME BATCH TIME) are read as they come."""
 
-    def __init__(self, args: List[str], timeout: float = 120.0) -> None:
+    def __init__(
+        self, args: List[str], timeout: float = 120.0, env: Optional[Dict[str, str]] = None
+    ) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, CHILD] + args,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=subprocess_env(),
+            env={**subprocess_env(), **(env or {})},
             bufsize=1,
         )
         self.lines: List[str] = []
@@ -132,11 +134,16 @@ def durable_after_kill(events: List[Tuple[str, int, float]]) -> Tuple[List[int],
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("writemap", ["auto", "1"])
 @pytest.mark.parametrize("phase", ["ADD", "BUILD", "COMMIT"])
-def test_sigkill_during_writes_keeps_last_commit(tmp_path: Path, phase: str) -> None:
+def test_sigkill_during_writes_keeps_last_commit(tmp_path: Path, phase: str, writemap: str) -> None:
     """CRASH_TRIALS children, each killed with SIGKILL at a random moment of the phase aimed at
     (a random delay within that phase's duration in the child's previous batch). This process
     keeps the database open throughout, with a reader on an older snapshot.
+
+    With HANNOY_WRITEMAP=1 the children write through MDB_WRITEMAP (as a file larger than a
+    quarter of the memory budget would): the killed transaction's pages are already in the file,
+    past or among the free pages, and must still never be seen.
 
     A commit killed after LMDB wrote its meta page but before it released the write lock is
     seen as durable by the next writer (which recovers the lock); readers of processes that
@@ -154,7 +161,7 @@ def test_sigkill_during_writes_keeps_last_commit(tmp_path: Path, phase: str) -> 
     outcomes: List[str] = []
     for trial in range(CRASH_TRIALS + 1):
         last = trial == CRASH_TRIALS  # the last child just commits one more batch
-        child = Child(["crash", str(path)])
+        child = Child(["crash", str(path)], env={"HANNOY_WRITEMAP": writemap})
         times: Dict[Tuple[str, int], float] = {}
         killed = False
         for name, b, t in child.markers():

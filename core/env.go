@@ -49,7 +49,9 @@ type Env struct {
 	path string
 	opts Options
 	open atomic.Int64 // transactions begun through Env and not ended yet
-	dbs  []*Database  // the databases opened, whose handles a new LMDB environment opens again
+
+	dbsMu sync.Mutex
+	dbs   []*Database // the databases opened, whose handles a new LMDB environment opens again
 
 	warmMu sync.Mutex
 	warmed int64 // bytes of the file already advised MADV_NORMAL and WILLNEED (see warm)
@@ -352,8 +354,8 @@ func (e *Env) OpenDatabase(name string, create bool) (*Database, error) {
 
 // addDatabase records a database handle, which switchWriteMap opens again.
 func (e *Env) addDatabase(dbi lmdb.DBI, name string) *Database {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.dbsMu.Lock()
+	defer e.dbsMu.Unlock()
 	for _, d := range e.dbs {
 		if d.name == name {
 			return d

@@ -92,7 +92,11 @@ func (e *Env) maybeSwitchWriteMap() error {
 	if e.open.Load() != 0 || !e.writeMapWanted() {
 		return nil
 	}
-	e.mu.Lock()
+	// Not while another goroutine begins a transaction (or waits in BeginWrite for another
+	// process's writer): the next writer tries again.
+	if !e.mu.TryLock() {
+		return nil
+	}
 	defer e.mu.Unlock()
 	if e.writeMap || e.open.Load() != 0 {
 		return nil
@@ -143,6 +147,8 @@ func (e *Env) switchWriteMap() error {
 
 // reopenDatabases opens the handles of e.dbs in a new LMDB environment.
 func (e *Env) reopenDatabases() error {
+	e.dbsMu.Lock()
+	defer e.dbsMu.Unlock()
 	if len(e.dbs) == 0 {
 		return nil
 	}

@@ -567,16 +567,10 @@ func (b *builder) writeMetadata() error {
 		return err
 	}
 	dbi := b.w.db.dbi
-	if err := b.txn.room(len(val)); err != nil {
+	if err := b.txn.put(dbi, MetadataKey(b.w.index).Bytes(), val); err != nil {
 		return fmt.Errorf("write metadata: %w", err)
 	}
-	if err := b.txn.txn.Put(dbi, MetadataKey(b.w.index).Bytes(), val, 0); err != nil {
-		return fmt.Errorf("write metadata: %w", err)
-	}
-	if err := b.txn.room(16); err != nil {
-		return fmt.Errorf("write version: %w", err)
-	}
-	if err := b.txn.txn.Put(dbi, VersionKey(b.w.index).Bytes(), FormatVersion.Append(nil), 0); err != nil {
+	if err := b.txn.put(dbi, VersionKey(b.w.index).Bytes(), FormatVersion.Append(nil)); err != nil {
 		return fmt.Errorf("write version: %w", err)
 	}
 	return nil

@@ -56,10 +56,7 @@ func (b *builder) writeLinks() error {
 				return err
 			}
 			key = LinksKey(b.w.index, e.id, uint8(l)).Append(key[:0])
-			if err := b.txn.room(len(val)); err != nil {
-				return fmt.Errorf("write links of item %d: %w", e.id, err)
-			}
-			if err := b.txn.txn.Put(dbi, key, val, 0); err != nil {
+			if err := b.txn.put(dbi, key, val); err != nil {
 				return fmt.Errorf("write links of item %d: %w", e.id, err)
 			}
 		}

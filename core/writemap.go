@@ -307,12 +307,26 @@ func (g *roomGuard) check() error {
 	}
 }
 
-// room is called by a write transaction before each put or delete of a value of n bytes.
-func (t *WriteTxn) room(n int) error {
+// room is called by a write transaction before its puts or deletes of values of these sizes
+// (0 for a delete): all of them, so that a refusal stores none.
+func (t *WriteTxn) room(values ...int) error {
 	if t.guard == nil {
 		return nil
 	}
-	return t.guard.before(n)
+	for _, n := range values {
+		if err := t.guard.before(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// put stores key = val in dbi, once there is room for it.
+func (t *WriteTxn) put(dbi lmdb.DBI, key, val []byte) error {
+	if err := t.room(len(val)); err != nil {
+		return err
+	}
+	return t.txn.Put(dbi, key, val, 0)
 }
 
 // trimIfAlone cuts data.mdb back to the used size of the last commit when no other process has

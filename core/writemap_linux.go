@@ -20,20 +20,19 @@ func fallocate(fd int, off, n int64) error {
 // LMDB takes at open to learn whether it is alone and otherwise waits for with a shared one. It
 // fails while another process has the environment open. Locks of fcntl belong to the process:
 // ours upgrades the shared lock LMDB holds, and closing any descriptor of the file drops it.
-func lockExclusive(fd int) bool {
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 1}
+func lockExclusive(fd int) bool { return lockFirstByte(fd, unix.F_WRLCK) }
+
+// lockShared turns the lock lockExclusive took back into the shared lock LMDB holds while the
+// environment is open.
+func lockShared(fd int) { lockFirstByte(fd, unix.F_RDLCK) }
+
+// lockFirstByte sets the process's fcntl lock on the first byte of fd without waiting.
+func lockFirstByte(fd int, typ int16) bool {
+	lk := unix.Flock_t{Type: typ, Whence: 0, Start: 0, Len: 1}
 	for {
 		err := unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &lk)
 		if err != unix.EINTR {
 			return err == nil
 		}
-	}
-}
-
-// lockShared turns the lock lockExclusive took back into the shared lock LMDB holds while the
-// environment is open.
-func lockShared(fd int) {
-	lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: 0, Len: 1}
-	for unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &lk) == unix.EINTR {
 	}
 }

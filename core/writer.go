@@ -86,10 +86,7 @@ func (w *Writer) AddItems(txn *WriteTxn, items []uint32, vecs []float32) error {
 		val = w.metric.appendValue(val[:0], vecs[i*w.dims:(i+1)*w.dims])
 		key = ItemKey(w.index, item).Append(key[:0])
 		// Room for both puts first: a refusal stores neither, never a vector without its status.
-		if err := txn.room(len(val)); err != nil {
-			return fmt.Errorf("add item %d: %w", item, err)
-		}
-		if err := txn.room(len(updated)); err != nil {
+		if err := txn.room(len(val), len(updated)); err != nil {
 			return fmt.Errorf("add item %d: %w", item, err)
 		}
 		if err := txn.txn.Put(w.db.dbi, key, val, 0); err != nil {
@@ -107,10 +104,7 @@ func (w *Writer) AddItems(txn *WriteTxn, items []uint32, vecs []float32) error {
 func (w *Writer) DelItem(txn *WriteTxn, item uint32) (bool, error) {
 	key := ItemKey(w.index, item).Bytes()
 	// Room for the delete and the status first: a refusal changes nothing.
-	if err := txn.room(0); err != nil {
-		return false, fmt.Errorf("delete item %d: %w", item, err)
-	}
-	if err := txn.room(1); err != nil {
+	if err := txn.room(0, 1); err != nil {
 		return false, fmt.Errorf("delete item %d: %w", item, err)
 	}
 	if err := txn.txn.Del(w.db.dbi, key, nil); err != nil {

@@ -141,12 +141,18 @@ def in_forked_child(fn: Callable[[], object], timeout: float = 60.0) -> object:
     return json.loads(data)
 
 
+def lmdb_page_size(path: Path) -> int:
+    """The page size of ``path``/data.mdb, from its first meta page (mm_dbs[FREE_DBI].md_pad,
+    LMDB 0.9, 64-bit layout)."""
+    with open(Path(path) / "data.mdb", "rb") as f:
+        return struct.unpack_from("<I", f.read(152), 16 + 24)[0]
+
+
 def lmdb_used_bytes(path: Path) -> int:
     """The bytes of ``path``/data.mdb that LMDB's newest commit uses: (last page + 1) x page size,
     from the newer of the two meta pages (LMDB 0.9, 64-bit layout)."""
+    psize = lmdb_page_size(path)
     with open(Path(path) / "data.mdb", "rb") as f:
-        head = f.read(152)
-        psize = struct.unpack_from("<I", head, 16 + 24)[0]  # mm_dbs[FREE_DBI].md_pad
         best = (0, -1)
         for page in (0, 1):
             f.seek(page * psize)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -28,6 +27,7 @@ if os.environ.get("HANNOY_TEST_INSTALLED") != "1":  # as conftest.py: the source
 
 import hannoy  # noqa: E402
 from hannoy import Metric  # noqa: E402
+from helpers import lmdb_page_size  # noqa: E402
 
 # -- crash scenario: batches derived from their number ------------------------------------------
 
@@ -89,10 +89,7 @@ def file_digest(path: str) -> str:
     leaves bytes in free pages, which are not part of the database. What the database holds is
     compared by dump.)"""
     with open(os.path.join(path, "data.mdb"), "rb") as f:
-        head = f.read(152)
-        psize = struct.unpack_from("<I", head, 16 + 24)[0]  # mm_dbs[FREE_DBI].md_pad
-        f.seek(0)
-        return hashlib.sha256(f.read(2 * psize)).hexdigest()
+        return hashlib.sha256(f.read(2 * lmdb_page_size(path))).hexdigest()
 
 
 def dump(db: "hannoy.Database", queries: Optional[np.ndarray] = None) -> Dict[str, Any]:

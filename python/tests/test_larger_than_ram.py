@@ -57,12 +57,16 @@ class Cgroup:
         root, self.v2 = CONTROLLER
         self.dir = Path(root) / ("hannoy-test-" + uuid.uuid4().hex[:8])
         self.dir.mkdir()
-        if self.v2:
-            (self.dir / "memory.max").write_text(str(limit))
-            if (self.dir / "memory.swap.max").exists():
-                (self.dir / "memory.swap.max").write_text("0")
-        else:
-            (self.dir / "memory.limit_in_bytes").write_text(str(limit))
+        try:
+            if self.v2:
+                (self.dir / "memory.max").write_text(str(limit))
+                if (self.dir / "memory.swap.max").exists():
+                    (self.dir / "memory.swap.max").write_text("0")
+            else:
+                (self.dir / "memory.limit_in_bytes").write_text(str(limit))
+        except OSError:
+            self.dir.rmdir()  # no group left behind when the limit is refused
+            raise
         self.limit = limit
 
     def popen(self, code: str, *args: str) -> "subprocess.Popen[str]":

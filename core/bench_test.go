@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -304,6 +305,44 @@ func BenchmarkGlove(b *testing.B) {
 						b.ReportMetric(float64(threadCPU()-cpu)/float64(b.N), "cpu-ns/op")
 					}
 				})
+			}
+		})
+	}
+}
+
+// BenchmarkAddItems times storing items (per item) in one write transaction, in batches of 256
+// as Writer.add_items and the Python add_item queue send them. HANNOY_WRITEMAP=1 or 0 compares
+// storing through MDB_WRITEMAP with LMDB's own dirty pages (see writemap.go).
+func BenchmarkAddItems(b *testing.B) {
+	for _, dims := range []int{784, 50} {
+		b.Run(fmt.Sprintf("dims=%d", dims), func(b *testing.B) {
+			env, db := testDB(b)
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			txn, err := env.BeginWrite()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer txn.Abort()
+			w, err := NewWriter(txn, db, 0, dims, Euclidean)
+			if err != nil {
+				b.Fatal(err)
+			}
+			const batch = 256
+			rng := rand.New(rand.NewPCG(1, 2))
+			vecs := make([]float32, dims*batch)
+			for i := range vecs {
+				vecs[i] = rng.Float32()
+			}
+			ids := make([]uint32, batch)
+			b.ResetTimer()
+			for i := 0; i < b.N; i += batch {
+				for j := range ids {
+					ids[j] = uint32(i + j)
+				}
+				if err := w.AddItems(txn, ids, vecs); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}

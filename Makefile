@@ -41,10 +41,10 @@ test-python: install
 	HANNOY_TEST_INSTALLED=1 HANNOY_REQUIRE_LIBRARY=1 $(PY) -m pytest python/tests -q -ra
 
 venv: $(VENV)/.ready
-$(VENV)/.ready:
+$(VENV)/.ready: python/requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q setuptools wheel numpy cffi pytest tqdm lmdb
+	$(PY) -m pip install -q -r python/requirements-test.txt
 	touch $@
 
 ## install: build libhannoy with Go and install the package into .venv

@@ -31,10 +31,10 @@ type codes struct {
 	dense  []int32   // id -> slot+1 (0: no item), when ids are dense enough
 	sparse map[uint32]int32
 
-	// Layer-0 links of the first linksLoaded slots, preloaded while they fit the budget:
-	// slot s links to linkIDs[linkOff[s]:linkOff[s+1]].
-	linkOff     []uint64
-	linkIDs     []uint32
+	// Layer-0 links of the first linksLoaded slots, preloaded while they fit the budget: the
+	// list of slot s is linkData[linkOff[s]:linkOff[s+1]], packed by packList.
+	linkOff     []uint32
+	linkData    []byte
 	linksLoaded int32
 }
 
@@ -356,25 +356,66 @@ func (c *codes) dist(cq *codeQuery, slot int32) float32 {
 // bytes is the memory the codes and preloaded links hold.
 func (c *codes) bytes() int64 {
 	return int64(len(c.data)) + 4*int64(len(c.aux)) + 8*int64(len(c.refs)) + 4*int64(len(c.dense)) +
-		40*int64(len(c.sparse)) + 8*int64(cap(c.linkOff)) + 4*int64(cap(c.linkIDs))
+		40*int64(len(c.sparse)) + 4*int64(cap(c.linkOff)) + int64(cap(c.linkData))
 }
 
 // linkSample is how many items' links set the size of the preloaded links' table.
 const linkSample = 1000
 
+// maxLinkData bounds the preloaded links' bytes, so that uint32 offsets address them.
+const maxLinkData = math.MaxUint32
+
+// packList appends ids (ascending, as a links bitmap decodes) to dst as unsigned varints of
+// their differences: the first id, then each id minus the one before. Neighbours of an item
+// among n items are on average n/32 apart, so most differences take two bytes where an id
+// takes four: preloading packed lists holds about twice as many items' links in a budget.
+func packList(dst []byte, ids []uint32) []byte {
+	prev := uint32(0)
+	for _, id := range ids {
+		dst = binary.AppendUvarint(dst, uint64(id-prev))
+		prev = id
+	}
+	return dst
+}
+
+// unpackList appends the ids packList packed into b to dst.
+func unpackList(dst []uint32, b []byte) []uint32 {
+	id := uint32(0)
+	for i := 0; i < len(b); {
+		x := uint32(b[i])
+		i++
+		if x >= 0x80 { // more bytes: packList wrote at most five, from 32-bit differences
+			x &= 0x7f
+			for shift := 7; ; shift += 7 {
+				c := uint32(b[i])
+				i++
+				x |= (c & 0x7f) << shift
+				if c < 0x80 {
+					break
+				}
+			}
+		}
+		id += x
+		dst = append(dst, id)
+	}
+	return dst
+}
+
 // loadLinks reads the layer-0 links of the index's items, in key order (the order of slots),
 // into memory while they fit in budget bytes; the rest are read from the file when needed.
 func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 	n := len(c.aux)
-	offBytes := 8 * int64(n+1)
-	if n == 0 || budget < offBytes+4*int64(n) {
+	offBytes := 4 * int64(n+1)
+	if n == 0 || budget < offBytes+2*int64(n) {
 		return nil
 	}
-	c.linkOff = make([]uint64, 1, n+1)
+	room := min(budget-offBytes, maxLinkData)
+	c.linkOff = make([]uint32, 1, n+1)
 	ra := newReadAhead(filepath.Join(src.db.env.path, "data.mdb"), src.used, budget)
 	var next int32   // the next slot to fill
 	var one []uint32 // one item's links
-	sized := false   // the table has its final size
+	var packed []byte
+	sized := false // the table has its final size
 	err := scanPrefix(txn, src.db, ModePrefix(src.index, ModeLinks), func(k Key, v []byte) (bool, error) {
 		if k.Layer != 0 {
 			return true, nil
@@ -388,36 +429,35 @@ func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 		if one, err = DecodeLinksValue(v, one[:0]); err != nil {
 			return false, fmt.Errorf("links of item %d on layer 0 of index %d: %w", k.Item, src.index, corruptf("%v", err))
 		}
-		if need := len(c.linkIDs) + len(one); need > cap(c.linkIDs) {
+		packed = packList(packed[:0], one)
+		if need := len(c.linkData) + len(packed); need > cap(c.linkData) {
 			// Grow by doubling over the first linkSample items, then once to the expected
 			// total (with a quarter to spare), never past the budget; when that is full, stop:
 			// growing again would hold two copies at once.
 			if sized {
 				return false, nil
 			}
-			grow := max(2*cap(c.linkIDs), need)
+			grow := max(2*cap(c.linkData), need)
 			if next >= linkSample {
-				grow = max(need, int(float64(len(c.linkIDs))/float64(next)*1.25*float64(n)))
+				grow = max(need, int(float64(len(c.linkData))/float64(next)*1.25*float64(n)))
 				sized = true
 			}
-			if room := int((budget - offBytes) / 4); grow > room {
-				grow = room
-			}
+			grow = int(min(int64(grow), room))
 			if grow < need {
 				return false, nil
 			}
-			c.linkIDs = append(make([]uint32, 0, grow), c.linkIDs...)
+			c.linkData = append(make([]byte, 0, grow), c.linkData...)
 		}
 		for ; next < s; next++ { // items without links
-			c.linkOff = append(c.linkOff, uint64(len(c.linkIDs)))
+			c.linkOff = append(c.linkOff, uint32(len(c.linkData)))
 		}
-		c.linkIDs = append(c.linkIDs, one...)
-		c.linkOff = append(c.linkOff, uint64(len(c.linkIDs)))
+		c.linkData = append(c.linkData, packed...)
+		c.linkOff = append(c.linkOff, uint32(len(c.linkData)))
 		next = s + 1
 		return true, nil
 	})
 	if err != nil {
-		c.linkOff, c.linkIDs, c.linksLoaded = nil, nil, 0
+		c.linkOff, c.linkData, c.linksLoaded = nil, nil, 0
 		return err
 	}
 	c.linksLoaded = next
@@ -441,5 +481,5 @@ func (c *codes) links(s int32, dst []uint32) ([]uint32, bool) {
 	if s < 0 || s >= c.linksLoaded {
 		return dst, false
 	}
-	return append(dst, c.linkIDs[c.linkOff[s]:c.linkOff[s+1]]...), true
+	return unpackList(dst, c.linkData[c.linkOff[s]:c.linkOff[s+1]]), true
 }

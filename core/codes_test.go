@@ -2,7 +2,9 @@ package core
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -206,8 +208,8 @@ func TestCompressedLinksPartlyInMemory(t *testing.T) {
 	txn, _ := snap.Acquire()
 	defer snap.Release(txn)
 	// Preload again with room for about a third of the lists.
-	part.codes.linkOff, part.codes.linkIDs, part.codes.linksLoaded = nil, nil, 0
-	budget := int64(8*2001) + int64(len(full.codes.linkIDs))*4/3
+	part.codes.linkOff, part.codes.linkData, part.codes.linksLoaded = nil, nil, 0
+	budget := int64(4*2001) + int64(len(full.codes.linkData))/3
 	src := codeSource{db: db, metric: Euclidean, dims: 16, items: part.meta.Items, used: 1 << 30}
 	if err := part.codes.loadLinks(txn, src, budget); err != nil {
 		t.Fatal(err)
@@ -215,7 +217,7 @@ func TestCompressedLinksPartlyInMemory(t *testing.T) {
 	if n := part.codes.linksLoaded; n == 0 || n >= 2000 {
 		t.Fatalf("%d of 2000 items' links preloaded with a third of the room", n)
 	}
-	if b := 8*int64(cap(part.codes.linkOff)) + 4*int64(cap(part.codes.linkIDs)); b > budget {
+	if b := 4*int64(cap(part.codes.linkOff)) + int64(cap(part.codes.linkData)); b > budget {
 		t.Fatalf("preloaded links take %d bytes, budget %d", b, budget)
 	}
 	for id := uint32(0); id < 2000; id += 7 {
@@ -384,5 +386,68 @@ func TestBuildReadMode(t *testing.T) {
 	}
 	if got := chooseReadMode(Euclidean, 500*mib, 60*mib, 55*mib); got != ReadDisk {
 		t.Errorf("a reader with codes over 3/4 of its budget: %v, want disk", got)
+	}
+}
+
+func TestPackedLinksRoundTrip(t *testing.T) {
+	lists := [][]uint32{
+		nil,
+		{0},
+		{7},
+		{0, 1, 2, 3},
+		{127, 128, 16383, 16384, 1<<21 - 1, 1 << 21, 1<<28 - 1, 1 << 28},
+		{1, math.MaxUint32 - 1, math.MaxUint32},
+		{math.MaxUint32},
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 200; i++ {
+		ids := map[uint32]bool{}
+		for j := rng.IntN(40); j > 0; j-- {
+			ids[uint32(rng.Uint64N(uint64(1)<<rng.IntN(33)))] = true
+		}
+		var l []uint32
+		for id := range ids {
+			l = append(l, id)
+		}
+		slices.Sort(l)
+		lists = append(lists, l)
+	}
+	for _, l := range lists {
+		b := packList(nil, l)
+		if got := unpackList([]uint32{42}, b); !slices.Equal(got[1:], l) || got[0] != 42 {
+			t.Fatalf("unpackList(packList(%v)) = %v (after the 42 already in dst)", l, got[1:])
+		}
+	}
+	// Neighbours spread over 400,000 ids take about two bytes an id, not four.
+	var l []uint32
+	for id := uint32(5000); id < 400000; id += 400000 / 32 {
+		l = append(l, id)
+	}
+	if b := packList(nil, l); len(b) > 2*len(l) {
+		t.Fatalf("%d ids packed into %d bytes", len(l), len(b))
+	}
+}
+
+func TestPreloadedLinksAreTheFileLists(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	vecs := clustered(rng, 1500, 8)
+	env, db := testDB(t)
+	buildItems(t, env, db, 0, Euclidean, 8, vecs, BuildOptions{Seed: 3})
+	comp, snap := openSnapshotReader(t, env, db, Euclidean, ReaderOptions{Mode: ReadCompressed})
+	plain, ptxn := openReader(t, env, db, 0, Euclidean)
+	txn, _ := snap.Acquire()
+	defer snap.Release(txn)
+	if comp.codes.linksLoaded != 1500 {
+		t.Fatalf("%d of 1500 items' links preloaded without a budget", comp.codes.linksLoaded)
+	}
+	for id := uint32(0); id < 1500; id++ {
+		want, err := plain.links(ptxn, id, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := comp.codes.links(comp.codes.slot(id), nil)
+		if !ok || !slices.Equal(got, want) {
+			t.Fatalf("item %d: preloaded links %v (ok %v), the file has %v", id, got, ok, want)
+		}
 	}
 }

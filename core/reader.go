@@ -332,7 +332,8 @@ func (r *Reader) neighbours(txn Txn, st *searchState, item uint32, layer int) ([
 			}
 		}
 	} else if r.codes != nil {
-		if ids, ok := codeLinks(r.codes, r.codes.slot(item)); ok {
+		if ids, ok := r.codes.links(r.codes.slot(item), st.ids[:0]); ok {
+			st.ids = ids
 			return ids, nil
 		}
 	}
@@ -373,14 +374,6 @@ func unpackLinks(p *uint32) []uint32 {
 		return nil
 	}
 	return unsafe.Slice((*uint32)(unsafe.Add(unsafe.Pointer(p), 4)), n)
-}
-
-// codeLinks returns the preloaded layer-0 links of slot s of c, if it has them.
-func codeLinks(c *codes, s int32) ([]uint32, bool) {
-	if s < 0 || s >= c.linksLoaded {
-		return nil, false
-	}
-	return c.linkIDs[c.linkOff[s]:c.linkOff[s+1]:c.linkOff[s+1]], true
 }
 
 // cachedVector returns the value of item if the reader has it cached in a dense table, else nil

@@ -3,6 +3,7 @@
 package core
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 )
@@ -22,16 +23,25 @@ func (b *builder) writeLinks() error {
 	})
 	// Write in a scattered (but deterministic) order: LMDB splits a full page in the middle, so
 	// keys written in ascending order leave every page half empty, while scattered writes fill
-	// pages to about 70%, as the reference's hash-map order does.
+	// pages to about 70%, as the reference's hash-map order does. But a build short of memory
+	// (reading through codes or the disk) rewrites lists already in the file in key order:
+	// scattered, each rewrite would read a page the page cache no longer holds, and lists of
+	// the same page would read it again and again. Only new items' lists, new keys, are
+	// scattered there.
+	short := b.readMode == ReadCompressed || b.readMode == ReadDisk
 	slices.SortFunc(changed, func(x, y entry) int {
-		hx, hy := splitmix64(uint64(x.id)), splitmix64(uint64(y.id))
-		if hx < hy {
-			return -1
+		if short {
+			if x.n.fresh != y.n.fresh {
+				if y.n.fresh {
+					return -1
+				}
+				return 1
+			}
+			if !x.n.fresh {
+				return cmp.Compare(x.id, y.id)
+			}
 		}
-		if hx > hy {
-			return 1
-		}
-		return 0
+		return cmp.Compare(splitmix64(uint64(x.id)), splitmix64(uint64(y.id)))
 	})
 	p := b.opts.Progress
 	p.set(PhaseWritingLinks, uint64(len(changed))+b.toDelete.GetCardinality())

@@ -477,10 +477,13 @@ func (b *builder) prepareCodes() error {
 	if p := b.opts.Progress; p != nil {
 		p.codes.Store(true)
 	}
-	// Links too, with what is left of half the budget once the build's own memory is set
-	// aside: the other half is the page cache the build reads links and vectors through.
+	// Links too, with what is left once the build's own memory is set aside, and an eighth of
+	// the budget for the page cache: a list the walk finds preloaded costs about two bytes a
+	// link, one it reads from the file a page of the B-tree. The write-back streams through
+	// the file in key order (see writeLinks) and needs little cache of its own.
 	reserve := int64(len(b.toInsert)) * buildBytesPerInsert
-	if err := b.codes.loadLinks(txn, src, max(budget-reserve, 0)/2-b.codes.bytes()); err != nil {
+	links := budget - reserve - b.codes.bytes() - budget/8
+	if err := b.codes.loadLinks(txn, src, links); err != nil {
 		return err
 	}
 	// What the Go heap needs from here on is known: the codes, the links and the graph. Holding

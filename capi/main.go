@@ -675,12 +675,86 @@ func candidatesOf(c *C.uint32_t, n C.int64_t) (*roaring.Bitmap, error) {
 	return bm, nil
 }
 
-func searchOptions(k, ef C.uint32_t, cands *C.uint32_t, nc C.int64_t) (core.SearchOptions, error) {
+// searchOptions checks the arguments every search takes. linear_below and linear_below_ratio
+// have the reference's meaning (0 never scans) and are turned into core's (0 is the default,
+// negative never scans).
+func searchOptions(k, ef C.uint32_t, linearBelow C.int64_t, ratio C.float) (core.SearchOptions, error) {
 	if k < 1 {
 		return core.SearchOptions{}, invalid("n must be at least 1, got %d", uint32(k))
 	}
-	bm, err := candidatesOf(cands, nc)
-	return core.SearchOptions{Count: int(k), Ef: int(ef), Candidates: bm}, err
+	if linearBelow < 0 {
+		return core.SearchOptions{}, invalid("linear_below must not be negative, got %d", int64(linearBelow))
+	}
+	r := float32(ratio)
+	if !(r >= 0 && r <= 1) {
+		return core.SearchOptions{}, invalid("linear_below_ratio must be between 0 and 1, got %v", r)
+	}
+	opts := core.SearchOptions{Count: int(k), Ef: int(ef), LinearBelow: -1, LinearBelowRatio: -1}
+	if linearBelow > 0 {
+		opts.LinearBelow = int(min(int64(linearBelow), math.MaxInt))
+	}
+	if r > 0 {
+		opts.LinearBelowRatio = r
+	}
+	return opts, nil
+}
+
+// filtersOf describes the candidates of a search call: with lens NULL, candidates holds
+// nc ids, one filter for every query (nc < 0: none); else lens holds one length per query
+// (negative: that query has no filter) and candidates the ids of every filter, one after
+// another, nc of them in all. It returns the shared filter, or a function building query i's
+// filter (called by the goroutine that searches it, so that the filters are built in parallel).
+func filtersOf(c *C.uint32_t, nc C.int64_t, lens *C.int64_t, nq int) (*roaring.Bitmap, func(i int) *roaring.Bitmap, error) {
+	if lens == nil {
+		bm, err := candidatesOf(c, nc)
+		return bm, nil, err
+	}
+	ls := unsafe.Slice((*int64)(unsafe.Pointer(lens)), nq)
+	offsets, err := filterOffsets(ls, int64(nc))
+	if err != nil {
+		return nil, nil, err
+	}
+	var ids []uint32
+	if nc > 0 {
+		if c == nil {
+			return nil, nil, invalid("candidates pointer is NULL with %d candidates", int64(nc))
+		}
+		ids = unsafe.Slice((*uint32)(unsafe.Pointer(c)), int(nc))
+	}
+	return nil, perQueryFilter(ids, ls, offsets), nil
+}
+
+// filterOffsets returns where each per-query filter of lens starts among the candidates, and
+// refuses lengths that do not add up to nc.
+func filterOffsets(lens []int64, nc int64) ([]int64, error) {
+	offsets := make([]int64, len(lens))
+	var total int64
+	for i, l := range lens {
+		offsets[i] = total
+		if l > 0 {
+			if l > math.MaxInt64-total {
+				return nil, invalid("the lengths of the per-query filters overflow")
+			}
+			total += l
+		}
+	}
+	if total != nc {
+		return nil, invalid("the per-query filters hold %d ids in all but n_candidates is %d", total, nc)
+	}
+	return offsets, nil
+}
+
+// perQueryFilter returns the function building query i's filter from ids (nil for a negative
+// length: no filter).
+func perQueryFilter(ids []uint32, lens, offsets []int64) func(i int) *roaring.Bitmap {
+	return func(i int) *roaring.Bitmap {
+		if lens[i] < 0 {
+			return nil
+		}
+		bm := roaring.New()
+		bm.AddMany(ids[offsets[i] : offsets[i]+lens[i]])
+		return bm
+	}
 }
 
 // fillRow writes one query's results into row i of the outputs, padding the rest.
@@ -698,13 +772,14 @@ func fillRow(ids []uint32, dists []float32, k int, i int, res []core.Result) {
 
 //export hannoy_reader_search
 func hannoy_reader_search(h C.uint64_t, queries *C.float, nq C.uint64_t, dims C.uint32_t, k C.uint32_t, ef C.uint32_t,
-	cands *C.uint32_t, nc C.int64_t, threads C.int32_t, ids *C.uint32_t, dists *C.float, counts *C.uint32_t, errOut **C.char) C.int {
+	cands *C.uint32_t, nc C.int64_t, lens *C.int64_t, linearBelow C.int64_t, ratio C.float, threads C.int32_t,
+	ids *C.uint32_t, dists *C.float, counts *C.uint32_t, errOut **C.char) C.int {
 	return guard(errOut, func() error {
 		rh, err := readerOf(h)
 		if err != nil {
 			return err
 		}
-		opts, err := searchOptions(k, ef, cands, nc)
+		opts, err := searchOptions(k, ef, linearBelow, ratio)
 		if err != nil {
 			return err
 		}
@@ -712,14 +787,19 @@ func hannoy_reader_search(h C.uint64_t, queries *C.float, nq C.uint64_t, dims C.
 			return fmt.Errorf("queries of %d dimensions for an index of %d: %w", uint32(dims), rh.reader.Dimensions(),
 				&core.DimensionError{Expected: rh.reader.Dimensions(), Received: int(dims)})
 		}
+		if uint64(nq) > math.MaxInt32 || uint64(nq)*uint64(k) > 1<<40 {
+			return invalid("too many queries in one call: %d", uint64(nq))
+		}
+		shared, each, err := filtersOf(cands, nc, lens, int(nq))
+		if err != nil {
+			return err
+		}
+		opts.Candidates = shared
 		if nq == 0 {
 			return nil
 		}
 		if err := needPtr(queries != nil && ids != nil && dists != nil && counts != nil, "queries or an output buffer"); err != nil {
 			return err
-		}
-		if uint64(nq) > math.MaxInt32 || uint64(nq)*uint64(k) > 1<<40 {
-			return invalid("too many queries in one call: %d", uint64(nq))
 		}
 		kk, n := int(k), int(nq)
 		q := unsafe.Slice((*float32)(unsafe.Pointer(queries)), n*int(dims))
@@ -731,6 +811,9 @@ func hannoy_reader_search(h C.uint64_t, queries *C.float, nq C.uint64_t, dims C.
 			outC[i] = uint32(len(res))
 		}
 		if n == 1 {
+			if each != nil {
+				opts.Candidates = each(0)
+			}
 			return rh.with(func(txn core.Txn) error {
 				res, err := rh.reader.Search(txn, q, opts)
 				if err == nil {
@@ -739,7 +822,7 @@ func hannoy_reader_search(h C.uint64_t, queries *C.float, nq C.uint64_t, dims C.
 				return err
 			})
 		}
-		return rh.reader.SearchBatch(rh.snap, q, n, opts, int(threads), fill)
+		return rh.reader.SearchBatchFiltered(rh.snap, q, n, opts, each, int(threads), fill)
 	})
 }
 
@@ -783,31 +866,37 @@ func hannoy_reader_search_vec(h C.uint64_t, query unsafe.Pointer, dims C.uint32_
 
 //export hannoy_reader_search_items
 func hannoy_reader_search_items(h C.uint64_t, items *C.uint32_t, n C.uint64_t, k C.uint32_t, ef C.uint32_t,
-	cands *C.uint32_t, nc C.int64_t, threads C.int32_t, ids *C.uint32_t, dists *C.float, counts *C.int32_t, errOut **C.char) C.int {
+	cands *C.uint32_t, nc C.int64_t, lens *C.int64_t, linearBelow C.int64_t, ratio C.float, threads C.int32_t,
+	ids *C.uint32_t, dists *C.float, counts *C.int32_t, errOut **C.char) C.int {
 	return guard(errOut, func() error {
 		rh, err := readerOf(h)
 		if err != nil {
 			return err
 		}
-		opts, err := searchOptions(k, ef, cands, nc)
+		opts, err := searchOptions(k, ef, linearBelow, ratio)
 		if err != nil {
 			return err
 		}
+		if uint64(n) > math.MaxInt32 || uint64(n)*uint64(k) > 1<<40 {
+			return invalid("too many items in one call: %d", uint64(n))
+		}
+		shared, each, err := filtersOf(cands, nc, lens, int(n))
+		if err != nil {
+			return err
+		}
+		opts.Candidates = shared
 		if n == 0 {
 			return nil
 		}
 		if err := needPtr(items != nil && ids != nil && dists != nil && counts != nil, "items or an output buffer"); err != nil {
 			return err
 		}
-		if uint64(n) > math.MaxInt32 || uint64(n)*uint64(k) > 1<<40 {
-			return invalid("too many items in one call: %d", uint64(n))
-		}
 		kk, nn := int(k), int(n)
 		its := unsafe.Slice((*uint32)(unsafe.Pointer(items)), nn)
 		outIDs := unsafe.Slice((*uint32)(unsafe.Pointer(ids)), nn*kk)
 		outD := unsafe.Slice((*float32)(unsafe.Pointer(dists)), nn*kk)
 		outC := unsafe.Slice((*int32)(unsafe.Pointer(counts)), nn)
-		return rh.reader.SearchItemBatch(rh.snap, its, opts, int(threads), func(i int, res []core.Result, found bool) {
+		return rh.reader.SearchItemBatchFiltered(rh.snap, its, opts, each, int(threads), func(i int, res []core.Result, found bool) {
 			fillRow(outIDs, outD, kk, i, res)
 			if found {
 				outC[i] = int32(len(res))

@@ -15,6 +15,11 @@ import (
 // candidates instead of walking the graph.
 const DefaultLinearBelow = 1000
 
+// DefaultLinearBelowRatio is the largest fraction of the index's items a filtered search's
+// candidates may be for it to scan them instead of walking the graph (1: any fraction, so
+// that by default only DefaultLinearBelow decides).
+const DefaultLinearBelowRatio = 1.0
+
 // SearchOptions are the parameters of a search.
 type SearchOptions struct {
 	// Count is the number of neighbours wanted (at least 1).
@@ -23,9 +28,17 @@ type SearchOptions struct {
 	Ef int
 	// Candidates, if not nil, restricts the results to these items.
 	Candidates *roaring.Bitmap
-	// LinearBelow: a filtered search with fewer candidates than this scans them all instead of
-	// walking the graph (0: DefaultLinearBelow; negative: never).
-	LinearBelow int
+	// LinearBelow and LinearBelowRatio choose how a filtered search runs, by the reference's
+	// rule: it computes the distance to every candidate (exact results) instead of walking the
+	// graph when c < LinearBelow and c / n <= LinearBelowRatio, where c is the number of
+	// candidates that are items of the index and n the number of items (the ratio computed in
+	// float32, as the reference does). The decision is made for each search, on its own
+	// candidates.
+	//
+	// LinearBelow: 0 means DefaultLinearBelow, negative never scans. LinearBelowRatio: 0 means
+	// DefaultLinearBelowRatio, negative never scans, above 1 or NaN is refused.
+	LinearBelow      int
+	LinearBelowRatio float32
 	// Rerank, for a reader in ReadCompressed mode, is how many of the best candidates found
 	// with codes are re-ranked with their exact vectors (0: rerankDefault; at least Count).
 	Rerank int
@@ -45,6 +58,12 @@ func (o *SearchOptions) normalize() error {
 	if o.LinearBelow == 0 {
 		o.LinearBelow = DefaultLinearBelow
 	}
+	if o.LinearBelowRatio != o.LinearBelowRatio || o.LinearBelowRatio > 1 {
+		return invalidf("linear_below_ratio must be between 0 and 1, got %v", o.LinearBelowRatio)
+	}
+	if o.LinearBelowRatio == 0 {
+		o.LinearBelowRatio = DefaultLinearBelowRatio
+	}
 	if o.Rerank < 0 {
 		return invalidf("rerank must not be negative, got %d", o.Rerank)
 	}
@@ -53,6 +72,15 @@ func (o *SearchOptions) normalize() error {
 	}
 	o.Rerank = max(o.Rerank, o.Count)
 	return nil
+}
+
+// scans reports whether a search whose candidates hold c of the index's n items computes the
+// distance to each of them instead of walking the graph (see SearchOptions.LinearBelow).
+func (o *SearchOptions) scans(c, n uint64) bool {
+	if o.LinearBelow <= 0 || o.LinearBelowRatio < 0 || c >= uint64(o.LinearBelow) {
+		return false
+	}
+	return float32(c)/float32(n) <= o.LinearBelowRatio
 }
 
 // Result is one neighbour: an item and its distance to the query.
@@ -131,8 +159,11 @@ const noItem = int64(-1)
 func (r *Reader) search(txn Txn, st *searchState, q []byte, self int64, opts SearchOptions) ([]Result, error) {
 	items := r.meta.Items
 	filter := opts.Candidates
+	scan := false
 	if filter != nil {
 		filter = roaring.And(filter, items)
+		// The reference counts the candidates before it leaves out the query item.
+		scan = opts.scans(filter.GetCardinality(), items.GetCardinality())
 		if self >= 0 {
 			filter.Remove(uint32(self))
 		}
@@ -145,7 +176,7 @@ func (r *Reader) search(txn Txn, st *searchState, q []byte, self int64, opts Sea
 	if eligible == 0 || (filter != nil && filter.IsEmpty()) {
 		return []Result{}, nil
 	}
-	if opts.Candidates != nil && opts.LinearBelow > 0 && filter.GetCardinality() < uint64(opts.LinearBelow) {
+	if scan {
 		return r.bruteForce(txn, st, q, filter, opts.Count)
 	}
 	st.visited.reset()
@@ -405,12 +436,25 @@ func (r *Reader) bruteForce(txn Txn, st *searchState, q []byte, cands *roaring.B
 // goroutines (<= 0: GOMAXPROCS, and never more than the snapshot's transactions). fn receives
 // each query's results; it is called concurrently, for distinct i.
 func (r *Reader) SearchBatch(snap *Snapshot, queries []float32, nq int, opts SearchOptions, threads int, fn func(i int, res []Result)) error {
+	return r.SearchBatchFiltered(snap, queries, nq, opts, nil, threads, fn)
+}
+
+// SearchBatchFiltered is SearchBatch with a filter per query: query i searches with
+// candidates(i) as its Candidates (nil: no filter) instead of opts.Candidates, so the choice
+// between scanning the candidates and walking the graph is made for each query on its own
+// filter. candidates is called once per query, concurrently, from the goroutine that searches
+// it; a nil candidates function means opts.Candidates for every query.
+func (r *Reader) SearchBatchFiltered(snap *Snapshot, queries []float32, nq int, opts SearchOptions, candidates func(i int) *roaring.Bitmap, threads int, fn func(i int, res []Result)) error {
 	if len(queries) != nq*r.dims {
 		return fmt.Errorf("%d queries of %d dimensions need %d values, got %d: %w", nq, r.dims, nq*r.dims, len(queries),
 			&DimensionError{Expected: r.dims, Received: len(queries) / max(nq, 1)})
 	}
 	return r.parallel(snap, nq, threads, func(txn Txn, i int) error {
-		res, err := r.Search(txn, queries[i*r.dims:(i+1)*r.dims], opts)
+		o := opts
+		if candidates != nil {
+			o.Candidates = candidates(i)
+		}
+		res, err := r.Search(txn, queries[i*r.dims:(i+1)*r.dims], o)
 		if err != nil {
 			return fmt.Errorf("query %d: %w", i, err)
 		}
@@ -421,8 +465,18 @@ func (r *Reader) SearchBatch(snap *Snapshot, queries []float32, nq int, opts Sea
 
 // SearchItemBatch runs SearchItem for every item of items like SearchBatch.
 func (r *Reader) SearchItemBatch(snap *Snapshot, items []uint32, opts SearchOptions, threads int, fn func(i int, res []Result, found bool)) error {
+	return r.SearchItemBatchFiltered(snap, items, opts, nil, threads, fn)
+}
+
+// SearchItemBatchFiltered is SearchItemBatch with a filter per item, like SearchBatchFiltered:
+// the search of items[i] uses candidates(i) (nil: no filter).
+func (r *Reader) SearchItemBatchFiltered(snap *Snapshot, items []uint32, opts SearchOptions, candidates func(i int) *roaring.Bitmap, threads int, fn func(i int, res []Result, found bool)) error {
 	return r.parallel(snap, len(items), threads, func(txn Txn, i int) error {
-		res, found, err := r.SearchItem(txn, items[i], opts)
+		o := opts
+		if candidates != nil {
+			o.Candidates = candidates(i)
+		}
+		res, found, err := r.SearchItem(txn, items[i], o)
 		if err != nil {
 			return fmt.Errorf("item %d: %w", items[i], err)
 		}

@@ -23,6 +23,9 @@ __all__: List[str]
 _PathLike = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
 _Vector = Union[npt.ArrayLike, List[float]]
 _Ids = Union[Iterable[int], npt.NDArray[np.integer[Any]]]
+# candidates= of by_array and by_items: one filter for every query, or one per query (a
+# sequence of filters or None, or a 2-D array with one row of ids per query)
+_BatchIds = Union[_Ids, Iterable[Optional[_Ids]], npt.NDArray[np.integer[Any]]]
 _Neighbours = List[Tuple[int, float]]
 _Progress = Union[None, bool, Callable[[str, int, int], Any]]
 
@@ -168,6 +171,8 @@ class Reader:
         ef_search: int = 200,
         *,
         candidates: Optional[_Ids] = None,
+        linear_below: int = 1000,
+        linear_below_ratio: float = 1.0,
     ) -> _Neighbours: ...
     def by_item(
         self,
@@ -176,6 +181,8 @@ class Reader:
         ef_search: int = 200,
         *,
         candidates: Optional[_Ids] = None,
+        linear_below: int = 1000,
+        linear_below_ratio: float = 1.0,
     ) -> Optional[_Neighbours]: ...
     def by_items(
         self,
@@ -183,8 +190,10 @@ class Reader:
         n: int = 10,
         ef_search: int = 200,
         *,
-        candidates: Optional[_Ids] = None,
+        candidates: Optional[_BatchIds] = None,
         threads: Optional[int] = None,
+        linear_below: int = 1000,
+        linear_below_ratio: float = 1.0,
     ) -> List[Optional[_Neighbours]]: ...
     @overload
     def by_array(
@@ -194,8 +203,10 @@ class Reader:
         ef_search: int = 200,
         out: None = None,
         *,
-        candidates: Optional[_Ids] = None,
+        candidates: Optional[_BatchIds] = None,
         threads: Optional[int] = None,
+        linear_below: int = 1000,
+        linear_below_ratio: float = 1.0,
     ) -> Union[_Neighbours, List[_Neighbours]]: ...
     @overload
     def by_array(
@@ -205,8 +216,10 @@ class Reader:
         ef_search: int,
         out: Tuple[npt.NDArray[np.uint32], npt.NDArray[np.float32]],
         *,
-        candidates: Optional[_Ids] = None,
+        candidates: Optional[_BatchIds] = None,
         threads: Optional[int] = None,
+        linear_below: int = 1000,
+        linear_below_ratio: float = 1.0,
     ) -> None: ...
     @overload
     def by_array(
@@ -216,8 +229,10 @@ class Reader:
         ef_search: int = 200,
         *,
         out: Tuple[npt.NDArray[np.uint32], npt.NDArray[np.float32]],
-        candidates: Optional[_Ids] = None,
+        candidates: Optional[_BatchIds] = None,
         threads: Optional[int] = None,
+        linear_below: int = 1000,
+        linear_below_ratio: float = 1.0,
     ) -> None: ...
     def item_vector(self, item: int) -> Optional[npt.NDArray[np.float32]]: ...
     def __contains__(self, item: object) -> bool: ...

@@ -46,14 +46,16 @@ int hannoy_reader_close(uint64_t r, char **err);
 int hannoy_reader_info(uint64_t r, char **json, char **err);
 int hannoy_reader_search(uint64_t r, const float *queries, uint64_t nq, uint32_t dims,
                          uint32_t k, uint32_t ef, const uint32_t *candidates,
-                         int64_t n_candidates, int32_t threads,
+                         int64_t n_candidates, const int64_t *filter_lens,
+                         int64_t linear_below, float linear_below_ratio, int32_t threads,
                          uint32_t *ids, float *dists, uint32_t *counts, char **err);
 int hannoy_reader_search_vec(uint64_t r, const void *query, uint32_t dims, uint32_t k, uint32_t ef,
                              uint32_t *ids, float *dists, uint32_t *count, char **err);
 int hannoy_reader_search_items(uint64_t r, const uint32_t *items, uint64_t n, uint32_t k,
                                uint32_t ef, const uint32_t *candidates, int64_t n_candidates,
-                               int32_t threads, uint32_t *ids, float *dists, int32_t *counts,
-                               char **err);
+                               const int64_t *filter_lens, int64_t linear_below,
+                               float linear_below_ratio, int32_t threads, uint32_t *ids,
+                               float *dists, int32_t *counts, char **err);
 int hannoy_reader_item_vector(uint64_t r, uint32_t item, float *out, uint32_t dims,
                               int32_t *found, char **err);
 int hannoy_reader_contains(uint64_t r, uint32_t item, int32_t *found, char **err);

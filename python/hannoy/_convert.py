@@ -7,11 +7,12 @@ nothing.
 
 from __future__ import annotations
 
+import numbers
 import operator
 import os
 import struct
 import sys
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -333,6 +334,112 @@ def as_candidates(value: Any) -> Optional[np.ndarray]:
     if value is None:
         return None
     return as_items(value, "candidates")
+
+
+#: The candidates of a batch search: None (no filter), one uint32 array of ids (the same filter
+#: for every query), or ``(ids, lens)`` — one filter per query: ``lens`` (int64, one per query,
+#: -1 for a query without a filter) cuts ``ids`` (every filter, one after another) into rows.
+BatchCandidates = Union[None, np.ndarray, Tuple[np.ndarray, np.ndarray]]
+
+
+def _is_filter(value: Any) -> bool:
+    """Whether an element of ``candidates`` reads as one query's filter (None, an array of one
+    or more dimensions, or any other iterable but a string) rather than as an id."""
+    if value is None:
+        return True
+    if isinstance(value, np.ndarray):
+        return value.ndim >= 1
+    if isinstance(value, (str, bytes)):
+        return False
+    return hasattr(value, "__iter__")
+
+
+def as_batch_candidates(value: Any, rows: int) -> BatchCandidates:
+    """The ``candidates=`` of a batch search of ``rows`` queries (by_array, by_items).
+
+    One filter per query when ``value`` is
+
+    - a list, tuple or 1-D object array whose first element is a collection of ids or None
+      (then every element must be one, and there must be one per query), or an iterator
+      (e.g. a generator) that yields such elements;
+    - a 2-D array of ids with one row per query.
+
+    Anything else is one filter shared by every query, as before (a flat sequence of ids, a
+    1-D array, a set, a range...): a list of ``rows`` ints is one filter, never one id per
+    query. In a per-query list, None means "no filter" for that query and an empty collection
+    matches nothing.
+    """
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        if value.ndim == 2:
+            if value.shape[0] != rows:
+                raise InvalidArgumentError(
+                    "candidates as a 2-D array holds one row of ids per query: expected %d rows, "
+                    "got an array of shape %s" % (rows, value.shape)
+                )
+            ids = as_items(value.reshape(-1), "candidates")
+            return ids, np.full(rows, value.shape[1], dtype=np.int64)
+        if not (value.ndim == 1 and value.dtype.kind == "O"):
+            return as_candidates(value)
+        seq: Any = value.tolist()
+    elif isinstance(value, (list, tuple)):
+        seq = value
+    elif hasattr(value, "__next__") and hasattr(value, "__iter__"):
+        seq = list(value)  # an iterator can be read once: read it here, for both cases
+    else:
+        return as_candidates(value)
+    if len(seq) == 0 or not _is_filter(seq[0]):
+        return as_candidates(seq)
+    if len(seq) != rows:
+        raise InvalidArgumentError(
+            "candidates holds one filter per query (its first element is %s, not an id), so it "
+            "needs %d filters, one per query, got %d"
+            % (describe(seq[0], 40), rows, len(seq))
+        )
+    lens = np.empty(rows, dtype=np.int64)
+    parts = []
+    for i, row in enumerate(seq):
+        if row is None:
+            lens[i] = -1
+            continue
+        if not _is_filter(row):
+            raise ArgumentTypeError(
+                "candidates[%d] must be a collection of ids or None (candidates holds one filter "
+                "per query), got %s" % (i, describe(row))
+            )
+        a = as_items(row, "candidates[%d]" % i)
+        lens[i] = a.shape[0]
+        parts.append(a)
+    ids = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint32)
+    return ids, lens
+
+
+#: Upstream's defaults for the linear scan of filtered searches (hannoy 0.1.3's QueryBuilder).
+LINEAR_BELOW = 1000
+LINEAR_BELOW_RATIO = 1.0
+
+
+def as_linear_below(value: Any) -> int:
+    """``linear_below``: an integer >= 0 (0: a filtered search never scans its candidates)."""
+    return as_int(value, "linear_below", 0, MAX_I64)
+
+
+def as_linear_below_ratio(value: Any) -> float:
+    """``linear_below_ratio``: a real number in [0, 1] (upstream panics outside it)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(
+            "linear_below_ratio must be a number between 0 and 1, got %s" % describe(value)
+        )
+    try:
+        r = float(value)
+    except (OverflowError, ValueError):
+        r = float("nan")
+    if not 0.0 <= r <= 1.0:  # NaN too
+        raise InvalidArgumentError(
+            "linear_below_ratio must be a number between 0 and 1, got %s" % describe(value)
+        )
+    return r
 
 
 def check_out(out: Any, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:

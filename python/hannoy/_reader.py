@@ -12,12 +12,17 @@ import numpy as np
 from . import _ffi
 from ._base import DatabaseLike, Neighbours
 from ._convert import (
+    LINEAR_BELOW,
+    LINEAR_BELOW_RATIO,
     MAX_I64,
     MAX_INDEX,
-    as_candidates,
+    BatchCandidates,
+    as_batch_candidates,
     as_int,
     as_item,
     as_items,
+    as_linear_below,
+    as_linear_below_ratio,
     as_positive,
     as_queries,
     as_threads,
@@ -112,6 +117,15 @@ def _check_buffers(
 
 
 _READ_MODES = {"auto": 0, "memory": 1, "compressed": 2, "disk": 3}  # hannoy_reader_open's mode
+
+_DEFAULT_LINEAR = (LINEAR_BELOW, LINEAR_BELOW_RATIO)
+
+
+def _linear(linear_below: Any, linear_below_ratio: Any) -> Tuple[int, float]:
+    """The checked (linear_below, linear_below_ratio) of a search call."""
+    if linear_below is LINEAR_BELOW and linear_below_ratio is LINEAR_BELOW_RATIO:
+        return _DEFAULT_LINEAR
+    return as_linear_below(linear_below), as_linear_below_ratio(linear_below_ratio)
 
 
 class Reader:
@@ -279,7 +293,8 @@ class Reader:
         queries: np.ndarray,
         k: int,
         ef: int,
-        cand: Optional[np.ndarray],
+        cand: BatchCandidates,
+        linear: Tuple[int, float],
         threads: int,
         ids: np.ndarray,
         dists: np.ndarray,
@@ -291,10 +306,7 @@ class Reader:
         )
         ffi = _ffi.ffi()
         lib = _ffi.lib()
-        if cand is None:
-            cptr, ncand = ffi.NULL, -1
-        else:
-            cptr, ncand = self._candidates_ptr(cand)
+        cptr, ncand, lens = self._candidates_args(cand, nq)
         err = ffi.new("char **")
         h = self._handle()
         value = h.enter()
@@ -308,6 +320,9 @@ class Reader:
                 ef,
                 cptr,
                 ncand,
+                lens,
+                linear[0],
+                linear[1],
                 threads,
                 ffi.from_buffer("uint32_t[]", ids, require_writable=True),
                 ffi.from_buffer("float[]", dists, require_writable=True),
@@ -323,7 +338,8 @@ class Reader:
         items: np.ndarray,
         k: int,
         ef: int,
-        cand: Optional[np.ndarray],
+        cand: BatchCandidates,
+        linear: Tuple[int, float],
         threads: int,
         ids: np.ndarray,
         dists: np.ndarray,
@@ -332,10 +348,7 @@ class Reader:
         _check_buffers(items.ndim == 1, items.shape[0], k, ids, dists, counts)
         ffi = _ffi.ffi()
         lib = _ffi.lib()
-        if cand is None:
-            cptr, ncand = ffi.NULL, -1
-        else:
-            cptr, ncand = self._candidates_ptr(cand)
+        cptr, ncand, lens = self._candidates_args(cand, items.shape[0])
         err = ffi.new("char **")
         h = self._handle()
         value = h.enter()
@@ -348,6 +361,9 @@ class Reader:
                 ef,
                 cptr,
                 ncand,
+                lens,
+                linear[0],
+                linear[1],
                 threads,
                 ffi.from_buffer("uint32_t[]", ids, require_writable=True),
                 ffi.from_buffer("float[]", dists, require_writable=True),
@@ -363,6 +379,23 @@ class Reader:
         ffi = _ffi.ffi()
         return ffi.from_buffer("uint32_t[]", cand if cand.size else _ONE_U32), int(cand.size)
 
+    @classmethod
+    def _candidates_args(cls, cand: BatchCandidates, rows: int) -> Tuple[Any, int, Any]:
+        """(candidates, n_candidates, filter_lens) of hannoy_reader_search(_items)."""
+        ffi = _ffi.ffi()
+        if cand is None:
+            return ffi.NULL, -1, ffi.NULL
+        if isinstance(cand, tuple):
+            ids, lens = cand
+            if not (
+                lens.dtype == np.int64 and lens.shape == (rows,) and lens.flags.c_contiguous
+            ):  # pragma: no cover - an internal error, never a user error
+                raise InternalError("internal error: per-query filters do not match %d rows" % rows)
+            cptr, ncand = cls._candidates_ptr(ids)
+            return cptr, ncand, ffi.from_buffer("int64_t[]", lens)
+        cptr, ncand = cls._candidates_ptr(cand)
+        return cptr, ncand, ffi.NULL
+
     @staticmethod
     def _row(ids: np.ndarray, dists: np.ndarray, count: int) -> Neighbours:
         return list(zip(ids[:count].tolist(), dists[:count].tolist()))
@@ -374,6 +407,8 @@ class Reader:
         ef_search: int = 200,
         *,
         candidates: Any = None,
+        linear_below: int = LINEAR_BELOW,
+        linear_below_ratio: float = LINEAR_BELOW_RATIO,
     ) -> Neighbours:
         """The ``n`` nearest items to a vector.
 
@@ -387,7 +422,16 @@ class Reader:
         ef_search : int, default 200
             Size of the search's candidate list (>= 1): larger is slower and more accurate.
         candidates : iterable or array of int, optional
-            Only these item ids may be returned.
+            Only these item ids may be returned (an empty one matches nothing; ids that are
+            not in the index are ignored).
+        linear_below : int, default 1000
+            With ``candidates``: when fewer than ``linear_below`` of them are items of the
+            index (and ``linear_below_ratio`` agrees), the search computes the distance to
+            each of them — exact results — instead of walking the graph. 0 never does. The
+            rule and the defaults of upstream hannoy's ``linear_below``.
+        linear_below_ratio : float, default 1.0
+            The scan also needs those candidates to be at most this fraction of the index's
+            items (0 to 1; 0 never scans). Upstream's ``linear_below_ratio``.
 
         Returns
         -------
@@ -406,14 +450,18 @@ class Reader:
         # per-thread out buffers, no numpy conversion. The list conversion refuses NaN and inf,
         # the library does for a row (as_vector then describes them, as always). Anything else
         # takes _by_vec, which checks everything first, in the order it always did.
+        # linear_below and linear_below_ratio change nothing without candidates; given at all,
+        # they take _by_vec, which checks them.
         if (
             candidates is not None
             or type(n) is not int
             or type(ef_search) is not int
             or not 0 < n <= _MAX_U32
             or not 0 < ef_search <= _MAX_U32
+            or linear_below is not LINEAR_BELOW
+            or linear_below_ratio is not LINEAR_BELOW_RATIO
         ):
-            return self._by_vec(query, n, ef_search, candidates)
+            return self._by_vec(query, n, ef_search, candidates, linear_below, linear_below_ratio)
         h, search, pack, from_buffer, shape, dims, n_items = self._fast
         cls = type(query)
         if cls is list or cls is tuple:
@@ -450,7 +498,15 @@ class Reader:
             return list(zip(s.ids.tolist(), s.dists.tolist()))
         return list(zip(s.ids[:c].tolist(), s.dists[:c].tolist()))
 
-    def _by_vec(self, query: Any, n: Any, ef_search: Any, candidates: Any) -> Neighbours:
+    def _by_vec(
+        self,
+        query: Any,
+        n: Any,
+        ef_search: Any,
+        candidates: Any,
+        linear_below: Any = LINEAR_BELOW,
+        linear_below_ratio: Any = LINEAR_BELOW_RATIO,
+    ) -> Neighbours:
         """by_vec for any arguments: each checked (and converted) in turn."""
         dims = self._dimensions
         n = as_positive(n, "n")
@@ -458,16 +514,18 @@ class Reader:
         k = n if n < self._n_items else (self._n_items or 1)
         s = _scratch(dims, k)
         np.copyto(s.query, as_vector(query, dims, "query"))
+        ffi = _ffi.ffi()
         if candidates is None:
-            cptr, ncand = _ffi.ffi().NULL, -1
+            cptr, ncand = ffi.NULL, -1
         else:
             cptr, ncand = self._candidates_ptr(as_items(candidates, "candidates"))
+        lb, ratio = _linear(linear_below, linear_below_ratio)
         lib = _ffi.lib()
         h = self._handle()
         value = h.enter()
         try:
             rc = lib.hannoy_reader_search(
-                value, s.p_query, 1, dims, k, ef_search, cptr, ncand, 1,
+                value, s.p_query, 1, dims, k, ef_search, cptr, ncand, ffi.NULL, lb, ratio, 1,
                 s.p_ids, s.p_dists, s.p_counts, s.err,
             )  # fmt: skip
         finally:
@@ -484,6 +542,8 @@ class Reader:
         ef_search: int = 200,
         *,
         candidates: Any = None,
+        linear_below: int = LINEAR_BELOW,
+        linear_below_ratio: float = LINEAR_BELOW_RATIO,
     ) -> Optional[Neighbours]:
         """The ``n`` nearest items to a stored item (never the item itself).
 
@@ -491,8 +551,9 @@ class Reader:
         ----------
         item : int
             The id of a stored item.
-        n, ef_search, candidates
-            As in :meth:`by_vec`.
+        n, ef_search, candidates, linear_below, linear_below_ratio
+            As in :meth:`by_vec` (the item counts among the candidates for the
+            ``linear_below`` rule, as in upstream hannoy, but is never returned).
 
         Returns
         -------
@@ -515,16 +576,18 @@ class Reader:
         k = n if n < self._n_items else (self._n_items or 1)
         s = _scratch(self._dimensions, k)
         s.item[0] = item
+        ffi = _ffi.ffi()
         if candidates is None:
-            cptr, ncand = _ffi.ffi().NULL, -1
+            cptr, ncand = ffi.NULL, -1
         else:
             cptr, ncand = self._candidates_ptr(as_items(candidates, "candidates"))
+        lb, ratio = _linear(linear_below, linear_below_ratio)
         lib = _ffi.lib()
         h = self._handle()
         value = h.enter()
         try:
             rc = lib.hannoy_reader_search_items(
-                value, s.p_item, 1, k, ef_search, cptr, ncand, 1,
+                value, s.p_item, 1, k, ef_search, cptr, ncand, ffi.NULL, lb, ratio, 1,
                 s.p_ids, s.p_dists, s.p_icounts, s.err,
             )  # fmt: skip
         finally:
@@ -544,6 +607,8 @@ class Reader:
         *,
         candidates: Any = None,
         threads: Optional[int] = None,
+        linear_below: int = LINEAR_BELOW,
+        linear_below_ratio: float = LINEAR_BELOW_RATIO,
     ) -> List[Optional[Neighbours]]:
         """:meth:`by_item` for many items at once, searched in parallel.
 
@@ -551,8 +616,11 @@ class Reader:
         ----------
         items : iterable or array of int
             Item ids (absent ones give None in the result).
-        n, ef_search, candidates
+        n, ef_search, linear_below, linear_below_ratio
             As in :meth:`by_vec`.
+        candidates : optional
+            One filter for every item, as in :meth:`by_vec`, or one filter per item: see
+            :meth:`by_array`.
         threads : int, optional
             Threads used (default: every core).
 
@@ -565,13 +633,16 @@ class Reader:
         --------
         >>> reader.by_items([0, 999], n=1)
         [[(1, 2.0)], None]
+        >>> reader.by_items([0, 1], n=1, candidates=[[2], None])
+        [[(2, 2.0)], [(0, 2.0)]]
         """
         ids_in = as_items(items, "items")
         n = as_positive(n, "n")
         ef = as_positive(ef_search, "ef_search")
-        cand = as_candidates(candidates)
-        t = as_threads(threads)
         m = ids_in.shape[0]
+        cand = as_batch_candidates(candidates, m)
+        t = as_threads(threads)
+        linear = _linear(linear_below, linear_below_ratio)
         if m == 0:
             self._live()
             return []
@@ -579,7 +650,7 @@ class Reader:
         ids = np.empty((m, k), dtype=np.uint32)
         dists = np.empty((m, k), dtype=np.float32)
         counts = np.zeros(m, dtype=np.int32)
-        self._search_items(ids_in, k, ef, cand, t, ids, dists, counts)
+        self._search_items(ids_in, k, ef, cand, linear, t, ids, dists, counts)
         out: List[Optional[Neighbours]] = []
         for row in range(m):
             c = int(counts[row])
@@ -595,6 +666,8 @@ class Reader:
         *,
         candidates: Any = None,
         threads: Optional[int] = None,
+        linear_below: int = LINEAR_BELOW,
+        linear_below_ratio: float = LINEAR_BELOW_RATIO,
     ) -> Any:
         """Search with one query (1-D) or many queries (2-D, searched on every core).
 
@@ -602,8 +675,21 @@ class Reader:
         ----------
         array : array-like, shape (dimensions,) or (rows, dimensions)
             The queries (converted to float32).
-        n, ef_search, candidates
-            As in :meth:`by_vec`.
+        n, ef_search, linear_below, linear_below_ratio
+            As in :meth:`by_vec`. The choice between scanning the candidates and walking the
+            graph is made for each query, on its own filter.
+        candidates : optional
+            One filter for every query, as in :meth:`by_vec` (a flat sequence, set, range or
+            1-D array of ids), or one filter per query:
+
+            - a list or tuple (or 1-D object array, or iterator) of one element per query row,
+              whose first element is a collection of ids or None: each element is a collection
+              of ids (list, tuple, set, range, array...) for that query, or None for no filter;
+            - a 2-D array of ids with one row per query.
+
+            Whether it is per-query is read from the first element: a list of ints is always
+            one filter, even when it has as many ids as there are queries. An empty collection
+            matches nothing; None does not filter.
         out : (numpy.ndarray, numpy.ndarray), optional
             ``(ids, distances)`` buffers, uint32 and float32, C-contiguous and writeable, of
             shape ``(n,)`` for a 1-D query or ``(rows, n)`` for 2-D queries. They are filled in
@@ -627,6 +713,8 @@ class Reader:
         >>> reader.by_array(queries, n=5, out=(ids, dists))
         >>> ids[0]
         array([         0,          1,          2, 4294967295, 4294967295], dtype=uint32)
+        >>> reader.by_array(queries, n=1, candidates=[[1, 2], None, []])  # one filter per query
+        [[(1, 2.0)], [(1, 0.0)], []]
         """
         queries, was_1d = as_queries(array, self._dimensions, "array")
         n = as_positive(n, "n")
@@ -635,20 +723,21 @@ class Reader:
         if out is not None:
             shape: Tuple[int, ...] = (n,) if was_1d else (rows, n)
             ids, dists = check_out(out, shape)
-        cand = as_candidates(candidates)
+        cand = as_batch_candidates(candidates, rows)
         t = 1 if was_1d else as_threads(threads)
+        linear = _linear(linear_below, linear_below_ratio)
         if rows == 0:
             self._live()
             return None if out is not None else []
         if out is not None:
             counts = np.zeros(rows, dtype=np.uint32)
-            self._search(queries, n, ef, cand, t, ids, dists, counts)
+            self._search(queries, n, ef, cand, linear, t, ids, dists, counts)
             return None
         k = self._k(n)
         ids = np.empty((rows, k), dtype=np.uint32)
         dists = np.empty((rows, k), dtype=np.float32)
         counts = np.zeros(rows, dtype=np.uint32)
-        self._search(queries, k, ef, cand, t, ids, dists, counts)
+        self._search(queries, k, ef, cand, linear, t, ids, dists, counts)
         if was_1d:
             return self._row(ids[0], dists[0], int(counts[0]))
         return [self._row(ids[r], dists[r], int(counts[r])) for r in range(rows)]

@@ -133,15 +133,25 @@ def test_reader_signature() -> None:
         ("n", P.POSITIONAL_OR_KEYWORD, 10),
         ("ef_search", P.POSITIONAL_OR_KEYWORD, 200),
     ]
+    # upstream's linear_below and linear_below_ratio, with its defaults (ours: keyword-only)
+    linear = [("linear_below", P.KEYWORD_ONLY, 1000), ("linear_below_ratio", P.KEYWORD_ONLY, 1.0)]
     assert _params(Reader.by_vec) == (
         [("self", P.POSITIONAL_OR_KEYWORD, E), ("query", P.POSITIONAL_OR_KEYWORD, E)]
         + search
         + [("candidates", P.KEYWORD_ONLY, None)]
+        + linear
     )
     assert _params(Reader.by_item) == (
         [("self", P.POSITIONAL_OR_KEYWORD, E), ("item", P.POSITIONAL_OR_KEYWORD, E)]
         + search
         + [("candidates", P.KEYWORD_ONLY, None)]
+        + linear
+    )
+    assert _params(Reader.by_items) == (
+        [("self", P.POSITIONAL_OR_KEYWORD, E), ("items", P.POSITIONAL_OR_KEYWORD, E)]
+        + search
+        + [("candidates", P.KEYWORD_ONLY, None), ("threads", P.KEYWORD_ONLY, None)]
+        + linear
     )
     assert _params(Reader.by_array) == (
         [("self", P.POSITIONAL_OR_KEYWORD, E), ("array", P.POSITIONAL_OR_KEYWORD, E)]
@@ -151,6 +161,7 @@ def test_reader_signature() -> None:
             ("candidates", P.KEYWORD_ONLY, None),
             ("threads", P.KEYWORD_ONLY, None),
         ]
+        + linear
     )
     for name in ("item_vector", "item_ids", "stats", "close", "__contains__", "__len__"):
         assert callable(getattr(Reader, name)), name

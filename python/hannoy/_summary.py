@@ -12,7 +12,6 @@ import html
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ._base import DatabaseLike
 from ._errors import HannoyError
 
 __all__ = [
@@ -68,18 +67,16 @@ def from_reader_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def index_summary(db: DatabaseLike, index: int) -> Dict[str, Any]:
-    """Describe one index of ``db``: see :func:`from_reader_stats`.
+def index_summary(db: Any, index: int) -> Dict[str, Any]:
+    """Describe one index of the :class:`~hannoy.Database` ``db``: see :func:`from_reader_stats`.
 
     The reader is opened in ``"disk"`` mode (no read-ahead, no scan into codes: describing a
     file larger than memory costs a few page reads) and closed at once. An index that cannot
     be opened is described by ``{"index", "error", "error_type"}`` instead (the metric differs
     from the database's, changes await a build, ...).
     """
-    from ._reader import Reader
-
     try:
-        with Reader(db, index, read_mode="disk") as r:
+        with db.reader(index, read_mode="disk") as r:
             return from_reader_stats(r.stats())
     except HannoyError as e:
         return {"index": index, "error": str(e), "error_type": type(e).__name__}

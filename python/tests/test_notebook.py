@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import hannoy
-from hannoy import Metric
 from helpers import REPO_DIR, subprocess_env
 
 NOTEBOOK = REPO_DIR / "examples" / "quickstart.ipynb"

@@ -57,8 +57,11 @@ def _check_path(path: str) -> None:
         raise CommandError("%s: no such directory" % path)
     if not os.path.isdir(path):
         raise CommandError("%s: not a hannoy database (a database is a directory)" % path)
-    if not os.path.isfile(os.path.join(path, "data.mdb")):
+    data = os.path.join(path, "data.mdb")
+    if not os.path.isfile(data):
         raise CommandError("%s: not a hannoy database (no data.mdb in it)" % path)
+    if not os.access(data, os.R_OK):
+        raise CommandError("%s: permission denied" % data)
 
 
 def _verify(path: str) -> Dict[str, Any]:

@@ -363,3 +363,12 @@ def test_cli_stub_matches() -> None:
     for name, node in funcs.items():
         params = [a.arg for a in node.args.args]
         assert params == list(inspect.signature(getattr(cli, name)).parameters), name
+
+
+def test_unreadable_file(dbs: Dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    # root reads every file: make this process see data.mdb as unreadable instead
+    data = str(dbs["main"] / "data.mdb")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == data else real_access(p, mode))
+    for command in (["info", dbs["main"]], ["search", dbs["main"], "--item", 1, "--no-verify"]):
+        fails(command, 1, data, "permission denied", runner="inprocess")

@@ -66,6 +66,39 @@ func TestU32MaxIDs(t *testing.T) {
 	}
 }
 
+// TestIndexesBesideNamedDatabases: the records LMDB keeps in the main database for named
+// databases ("a" before every index key, "second" among the keys of index 0x7365 = 29541,
+// "zz" after 65535's) are not indexes, and listing the main database's indexes steps over them.
+func TestIndexesBesideNamedDatabases(t *testing.T) {
+	env, db := testDB(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, index := range []uint16{0, 0x7365, 65535} {
+		buildItems(t, env, db, index, Euclidean, 4, randomVectors(rng, 20, 4), BuildOptions{M: 4, EfConstruction: 20})
+	}
+	for _, name := range []string{"a", "second", "zz"} {
+		named, err := env.OpenDatabase(name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildItems(t, env, named, 3, Euclidean, 4, randomVectors(rng, 10, 4), BuildOptions{M: 4, EfConstruction: 20})
+		var idx []int
+		if err := env.View(func(txn *ReadTxn) error { idx, err = Indexes(txn, named); return err }); err != nil {
+			t.Fatalf("indexes of %q: %v", name, err)
+		}
+		if !slices.Equal(idx, []int{3}) {
+			t.Fatalf("indexes of %q: %v", name, idx)
+		}
+	}
+	var idx []int
+	var err error
+	if verr := env.View(func(txn *ReadTxn) error { idx, err = Indexes(txn, db); return err }); verr != nil {
+		t.Fatal(verr)
+	}
+	if !slices.Equal(idx, []int{0, 0x7365, 65535}) {
+		t.Fatalf("indexes of the main database: %v", idx)
+	}
+}
+
 func TestMultipleIndexes(t *testing.T) {
 	env, db := testDB(t)
 	rng := rand.New(rand.NewPCG(1, 2))

@@ -341,6 +341,20 @@ class Database:
             ),
         )
 
+    def _repr_html_(self) -> str:
+        """HTML for Jupyter: the path, metric, file size, format version and, for each built
+        index, its dimensions, items, entry points and layers (at most 16 indexes in detail,
+        each read by a reader opened in ``"disk"`` mode and closed at once). Never raises: a
+        closed database shows a "closed" note, an index that cannot be opened its error.
+
+        Examples
+        --------
+        >>> db   # the last expression of a notebook cell
+        """
+        from ._summary import database_html, safe_html
+
+        return safe_html(database_html, self)
+
     def __repr__(self) -> str:
         closed = " closed" if self.closed else ""
         ro = " read-only" if self._read_only else ""

@@ -922,6 +922,19 @@ class Reader:
         # with "spawn"): that reader sees the latest commit, not this reader's snapshot.
         return (Reader, (self._db, self._index))
 
+    def _repr_html_(self) -> str:
+        """HTML for Jupyter: path, index, metric, dimensions, items, entry points, layers,
+        format version, read mode and file size. Never raises: a closed reader shows a
+        "closed" note.
+
+        Examples
+        --------
+        >>> reader   # the last expression of a notebook cell
+        """
+        from ._summary import reader_html, safe_html
+
+        return safe_html(reader_html, self)
+
     def __repr__(self) -> str:
         if self.closed:
             return "<hannoy.Reader index=%d closed>" % self._index

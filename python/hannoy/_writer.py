@@ -125,17 +125,30 @@ class _Progress:
         previous = self.last
         self.last = state
         if self.bar_wanted and name != "idle":
-            if self.bar is None:
-                self.bar = self.tqdm(total=total or None, desc=name, unit="item", leave=True)
-            elif previous is not None and previous[0] != name:
-                self.bar.reset(total=total or None)
-                self.bar.set_description(name, refresh=False)
-            elif total and self.bar.total != total:
-                self.bar.total = total
-            self.bar.n = done
-            self.bar.refresh()
+            self._draw(name, done, total, previous)
         if self.callback is not None:
             self.callback(name, done, total)
+
+    def _draw(
+        self, name: str, done: int, total: int, previous: Optional[Tuple[str, int, int]]
+    ) -> None:
+        """Show a state on the bar: one bar, reset at each phase (tqdm.auto: a widget in
+        Jupyter, text on stderr elsewhere)."""
+        if name == "done":
+            # The library ends with ("done", 0, 0): show the last phase's count as complete
+            # (a notebook bar left short of its total when closed turns red).
+            total = total or (self.bar.total if self.bar is not None else 0) or 0
+            done = total
+        if self.bar is None:
+            self.bar = self.tqdm(total=total or None, desc=name, unit="item", leave=True)
+        elif previous is not None and previous[0] != name:
+            if name != "done":  # "done" keeps the last phase's elapsed time and rate
+                self.bar.reset(total=total or None)
+            self.bar.set_description(name, refresh=False)
+        if total and self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
 
     def finish(self) -> None:
         if not self.active:

@@ -26,6 +26,7 @@ DUNDERS = {
     "__str__",
     "__format__",
     "__reduce__",
+    "_repr_html_",
 }
 
 

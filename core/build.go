@@ -121,7 +121,8 @@ type Progress struct {
 // BuildOptions.ReadMode); it is set once the build has decided.
 func (p *Progress) Compressed() bool { return p != nil && p.codes.Load() }
 
-// Get returns the current phase and how many of its steps are done.
+// Get returns the current phase and how many of its steps are done. PhaseDone counts the
+// items the build inserted or deleted, all done.
 func (p *Progress) Get() (phase Phase, done, total uint64) {
 	return Phase(p.phase.Load()), p.done.Load(), p.total.Load()
 }
@@ -133,6 +134,16 @@ func (p *Progress) set(phase Phase, total uint64) {
 	p.done.Store(0)
 	p.total.Store(total)
 	p.phase.Store(int32(phase))
+}
+
+// finish sets PhaseDone with n of n steps: the items the build inserted or deleted.
+func (p *Progress) finish(n uint64) {
+	if p == nil {
+		return
+	}
+	p.done.Store(n)
+	p.total.Store(n)
+	p.phase.Store(int32(PhaseDone))
 }
 
 func (p *Progress) add(n uint64) {
@@ -251,7 +262,7 @@ func (b *builder) run() error {
 		return err
 	}
 	if !b.anyChanges && b.meta != nil {
-		p.set(PhaseDone, 0)
+		p.finish(0)
 		return nil
 	}
 	if err := b.cancelled(); err != nil {
@@ -290,7 +301,7 @@ func (b *builder) run() error {
 	}
 	b.txn.markRebuilt(b.w.db, b.w.index)
 	p.add(1)
-	p.set(PhaseDone, 0)
+	p.finish(uint64(len(b.toInsert)) + b.toDelete.GetCardinality())
 	return nil
 }
 

@@ -135,8 +135,9 @@ class _Progress:
         """Show a state on the bar: one bar, reset at each phase (tqdm.auto: a widget in
         Jupyter, text on stderr elsewhere)."""
         if name == "done":
-            # The library ends with ("done", 0, 0): show the last phase's count as complete
-            # (a notebook bar left short of its total when closed turns red).
+            # The library ends with ("done", n, n), n the items inserted or deleted (0 when
+            # nothing changed): show the last phase's count as complete then (a notebook bar
+            # left short of its total when closed turns red).
             total = total or (self.bar.total if self.bar is not None else 0) or 0
             done = total
         if self.bar is None:
@@ -146,7 +147,9 @@ class _Progress:
                 self.bar.reset(total=total or None)
             self.bar.set_description(name, refresh=False)
         if total and self.bar.total != total:
-            self.bar.total = total
+            # reset, not an assignment to .total: the notebook widget takes its maximum from
+            # reset (an assigned total leaves the widget's bar at the old one)
+            self.bar.reset(total=total)
         self.bar.n = done
         self.bar.refresh()
 

@@ -123,10 +123,11 @@ def test_quickstart_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     bars = [m["state"] for m in state.values() if m["model_name"] == "FloatProgressModel"]
     assert len(bars) == 2, bars  # the build and the rebuild after deletes
     assert all(bar["bar_style"] == "success" for bar in bars), bars  # "danger": closed short
-    # a bar that saw a phase with a count (the 10,000 insertions) ends at it; a build that ends
-    # before the first poll sees one (the rebuild after three deletes) has a bar without a total
+    # each ends at the count of the build's changes (10,000 insertions; the three deletes),
+    # even when the build ends before the first poll
+    assert sorted(bar["max"] for bar in bars) == [3, 10_000], bars
     for bar in bars:
-        assert bar["max"] <= 1 or bar["value"] == bar["max"], bar
+        assert bar["value"] == bar["max"], bar
 
 
 def test_progress_bar_in_a_terminal(make_db: Any, capsys: pytest.CaptureFixture) -> None:

@@ -430,7 +430,7 @@ def test_progress_callable(make_db) -> None:
         assert phase in PHASES
         assert isinstance(done, int) and isinstance(total, int)
         assert done >= 0 and total >= 0
-    assert calls[-1][0] == "done"
+    assert calls[-1] == ("done", 2000, 2000)  # the items the build inserted, all done
 
 
 def test_progress_bar(make_db, capsys) -> None:

@@ -44,8 +44,11 @@ type SearchOptions struct {
 	Rerank int
 }
 
-// rerankDefault is the number of candidates a compressed search re-ranks by default.
-func rerankDefault(count, ef int) int { return min(ef, max(4*count, 40)) }
+// rerankDefault is the number of candidates a compressed search re-ranks by default: twice the
+// results asked for, at least 20. Each re-ranked candidate may cost a read from the disk. On
+// GloVe-50 (399,000 cosine vectors) and 256-d clustered vectors, recall@10 was the same to four
+// digits re-ranking 14, 20 or 40 at every ef_search from 10 to 160; 10 lost 0.013 at 160.
+func rerankDefault(count, ef int) int { return min(ef, max(2*count, 20)) }
 
 func (o *SearchOptions) normalize() error {
 	if o.Count < 1 {

@@ -456,6 +456,17 @@ def test_threads_without_a_client_and_the_current_client(
     assert {k for k in hd._CACHE if k[0] == str(d)} == {(str(d), 0), (str(d), 1)}
     idx.close()
     assert not [k for k in hd._CACHE if k[0] == str(d)]
+    # a dask array without a cluster: computed block by block here
+    idx_da = hd.build(da.from_array(vectors, chunks=(700, DIMS)), tmp_path / "da", shards=2,
+                      ids=ids, m=8, ef=40)  # fmt: skip
+    for a, b in zip(shard_contents(idx_da), shard_contents(hd.ShardedIndex.open(d))):
+        assert np.array_equal(a, b)
+    idx_da.close()
+    unknown = da.from_array(vectors, chunks=500)
+    unknown = unknown[unknown[:, 0] > 0]  # chunks of unknown sizes
+    with pytest.raises(hannoy.InvalidArgumentError, match="compute_chunk_sizes"):
+        hd.build(unknown, tmp_path / "unknown", shards=2)
+    assert not (tmp_path / "unknown").exists()
 
     with client.as_current():  # client=None now means this client: searched on the workers
         remote = hd.ShardedIndex.open(d)

@@ -105,7 +105,6 @@ _SHARD_FUNCTION = {
     "multiplier": _MULTIPLIER,
     "expression": "shard = (((id * 2654435761) mod 2**32) * shards) div 2**32",
 }
-_PAD_ID = 0xFFFFFFFF  # what Reader.by_array writes after the results (with +inf)
 _SCATTER_BYTES = 1 << 20  # larger arguments are scattered to the workers once, not sent per task
 _WORKERS_TTL = 5.0  # seconds a client's list of workers is reused
 

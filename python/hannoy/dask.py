@@ -709,7 +709,7 @@ class _Dask:
         ok, value = self.outcomes([f])[0]
         if ok:
             return value
-        if _is_killed_worker(value):
+        if _is_killed_worker(value) or _is_cancelled(value):
             raise _shard_error([(-1, value)], "the task %s" % fn.__name__)
         raise value
 

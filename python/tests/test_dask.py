@@ -88,13 +88,25 @@ def cluster_client() -> Iterator[Any]:
         assert not left, "processes left after closing the cluster: %r" % left
 
 
+def settle(client: Any) -> None:
+    """Wait until both workers are up (a killed one is restarted by its nanny) and have no
+    failpoint set."""
+    deadline = time.monotonic() + 120
+    while True:
+        client.wait_for_workers(2, timeout=120)
+        done = client.run(hd._clear_failpoints, on_error="return")
+        if len(done) == 2 and not any(isinstance(v, BaseException) for v in done.values()):
+            return
+        assert time.monotonic() < deadline, done
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def client(cluster_client: Any) -> Iterator[Any]:
     """The module's client with both workers up and no failpoint set."""
-    cluster_client.wait_for_workers(2, timeout=120)
-    cluster_client.run(hd._clear_failpoints)
+    settle(cluster_client)
     yield cluster_client
-    cluster_client.run(hd._clear_failpoints)
+    settle(cluster_client)
 
 
 @pytest.fixture(scope="module")
@@ -555,8 +567,7 @@ def test_worker_killed_during_a_build_or_an_add(client: Any, data: Any, tmp_path
     for s, held in enumerate(check_shards_intact(d, 4)):
         assert held is None or np.array_equal(held, np.sort(ids[shard == s])), s
     assert check_shards_intact(d, 4)[1] is None  # shard 1 never committed
-    client.wait_for_workers(2, timeout=120)
-    client.run(hd._clear_failpoints)
+    settle(client)
     idx = hd.build(vectors, d, shards=4, ids=ids, client=client, m=8, ef=40)  # repeated: works
     assert len(idx) == 2000
     before = [c.copy() for c in shard_contents(idx)]
@@ -569,8 +580,7 @@ def test_worker_killed_during_a_build_or_an_add(client: Any, data: Any, tmp_path
         idx.add(new_ids, new_vecs)
     held = check_shards_intact(d, 4)
     assert np.array_equal(held[2], before[2])  # shard 2 is at its last commit
-    client.wait_for_workers(2, timeout=120)
-    client.run(hd._clear_failpoints)
+    settle(client)
     idx.add(new_ids, new_vecs)  # repeated: complete
     assert len(idx) == 2040
     got, _ = idx.by_array(new_vecs, n=1)
@@ -585,8 +595,7 @@ def test_worker_killed_during_a_search(client: Any, data: Any, tmp_path: Path) -
     client.run(hd._set_failpoint, "search", 0)
     with pytest.raises(hd.WorkerLostError, match="search of shard 0"):
         idx.by_array(queries, n=10)
-    client.wait_for_workers(2, timeout=120)
-    client.run(hd._clear_failpoints)
+    settle(client)
     shard = hd.shard_of(ids, 4)
     for s, held in enumerate(check_shards_intact(d, 4)):
         assert np.array_equal(held, np.sort(ids[shard == s]))

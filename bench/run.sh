@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up the benchmark's environment, then run it: `bash bench/run.sh [bench.py options]`.
 # `bash bench/run.sh --ltr [ltr.py options]` runs the larger-than-RAM benchmark (bench/ltr.py,
-# needs root) after the same set-up (`make bench-ltr`).
+# needs root) after the same set-up (`make bench-ltr`); `bash bench/run.sh --dask [dask_bench.py
+# options]` the sharded one on a Dask LocalCluster (bench/dask_bench.py).
 #
 #  1. bench/.venv (created with $PYTHON, default python3) gets bench/requirements.txt — only the
 #     lines tagged "quick" with --quick. Each line is installed once (remembered in the venv); a
@@ -10,7 +11,8 @@
 #     sources change (needs Go; see the top-level README).
 #  3. Upstream hannoy 0.1.3 into its own directory, bench/.cache/upstream (both import as hannoy).
 #  4. python bench/bench.py "$@": the numpy mode and the upstream-style mode (--modes picks one)
-#     (with --ltr: python bench/ltr.py and the other arguments).
+#     (with --ltr: python bench/ltr.py and the other arguments; with --dask: bench/dask_bench.py,
+#     and --quick then also installs the lines tagged "dask").
 set -uo pipefail
 
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,11 +25,13 @@ UPSTREAM_VERSION="0.1.3"
 
 quick=0
 ltr=0
+dask=0
 args=()
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=1; args+=("$arg") ;;
         --ltr) ltr=1 ;;
+        --dask) dask=1 ;;
         *) args+=("$arg") ;;
     esac
 done
@@ -49,7 +53,9 @@ while IFS= read -r line; do
     req="${line%%#*}"
     req="${req//[[:space:]]/}"
     [ -z "$req" ] && continue
-    [ "$quick" = 1 ] && [[ "$line" != *"# quick"* ]] && continue
+    if [ "$quick" = 1 ] && [[ "$line" != *"# quick"* ]]; then
+        [ "$dask" = 1 ] && [[ "$line" == *"# dask"* ]] || continue
+    fi
     grep -qxF "$req" "$done_file" || missing+=("$req")
 done < "$BENCH/requirements.txt"
 if [ ${#missing[@]} -gt 0 ]; then
@@ -101,5 +107,8 @@ fi
 # 4. the benchmark
 if [ "$ltr" = 1 ]; then
     exec "$PY" "$BENCH/ltr.py" ${args[@]+"${args[@]}"}
+fi
+if [ "$dask" = 1 ]; then
+    exec "$PY" "$BENCH/dask_bench.py" ${args[@]+"${args[@]}"}
 fi
 exec "$PY" "$BENCH/bench.py" ${args[@]+"${args[@]}"}

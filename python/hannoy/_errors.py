@@ -24,7 +24,7 @@ Example
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import Any, Dict, Optional, Type
 
 __all__ = [
     "HannoyError",
@@ -66,6 +66,13 @@ class HannoyError(RuntimeError):
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
         self.status = type(self).status
+
+    def __reduce__(self) -> Any:
+        # Rebuilt by calling the class with its arguments, then its attributes (status): what
+        # pickle does by default, stated so that tblib (which dask.distributed uses to send a
+        # worker's exceptions) does not rebuild it through RuntimeError.__new__, which cannot
+        # make the OSError subclasses (HannoyIOError, DiskFullError).
+        return (type(self), self.args, self.__dict__)
 
 
 class InvalidArgumentError(HannoyError, ValueError):

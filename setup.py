@@ -35,6 +35,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _build_ext
@@ -183,14 +184,21 @@ FASTCONV = PACKAGE + "._fastconv"
 # one), written as _fastconv.abi3.so by build_ext.get_ext_filename
 FASTCONV_ABI3 = PACKAGE + "._fastconv_abi3"
 
+# The extension calls nothing of the C library that is not inlined, so the linker would leave
+# libc.so.6 out of its dependencies; auditwheel needs it there to tell the wheel's C library.
+LINK_ARGS = ["-Wl,--no-as-needed", "-lc"] if sys.platform.startswith("linux") else []
+
 # optional=True: a compiler error (or no compiler) is a warning and the extension is skipped
 EXTENSIONS = []
 if fastconv_wanted():
-    EXTENSIONS.append(Extension(FASTCONV, sources=["python/%s/_fastconv.c" % PACKAGE], optional=True))
+    EXTENSIONS.append(Extension(
+        FASTCONV, sources=["python/%s/_fastconv.c" % PACKAGE], optional=True,
+        extra_link_args=LINK_ARGS,
+    ))
     if abi3_suffix():
         EXTENSIONS.append(Extension(
             FASTCONV_ABI3, sources=["python/%s/_fastconv_abi3.c" % PACKAGE], optional=True,
-            py_limited_api=True,
+            py_limited_api=True, extra_link_args=LINK_ARGS,
         ))
 
 

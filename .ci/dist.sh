@@ -126,9 +126,16 @@ cmd_test_wheel() {
         "$venv/bin/python" -m pytest python/tests -q -ra
     )
     say "test-wheel: $(( $(seconds) - t0 )) s"
-    t0=$(seconds)
+    cmd_test_pythons
+}
+
+cmd_test_pythons() {
     # The same wheel on the oldest and newest CPython here: their _fastconv is the abi3 build.
-    local v py
+    local t0 venv="$ROOT/.venv-wheel" whl nogo v py
+    t0=$(seconds)
+    whl=("$DIST"/hannoy-"$VERSION"-py3-none-*x86_64*.whl)
+    [ -f "${whl[0]}" ] || die "no x86_64 wheel in $DIST (make wheel)"
+    nogo="$(no_go_path)"
     for v in $OTHER_PYTHONS; do
         py="$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v" 2>/dev/null | sort -V | tail -n 1)"
         [ -n "$py" ] || py="$(command -v "python$v" || true)"
@@ -136,7 +143,7 @@ cmd_test_wheel() {
             say "no CPython $v on this machine: the wheel is not tried with it"
             continue
         fi
-        say "fresh $venv-$v ($py) with the same wheel: the conversion, fast-path and version tests"
+        say "fresh $venv-$v ($py) with the same wheel: the conversion, fast-path, API and version tests"
         rm -rf "$venv-$v"
         "$py" -m venv "$venv-$v"
         "$venv-$v/bin/python" -m pip install -q --disable-pip-version-check numpy cffi pytest "${whl[0]}"
@@ -238,8 +245,9 @@ cmd_test_arm64() {
 case "${1:-}" in
     wheel) cmd_wheel ;;
     test-wheel) cmd_test_wheel ;;
+    test-pythons) cmd_test_pythons ;;
     test-sdist) cmd_test_sdist ;;
     test-arm64) cmd_test_arm64 ;;
     deps-arm64) cmd_deps_arm64 ;;
-    *) echo "usage: $0 wheel|test-wheel|test-sdist|test-arm64|deps-arm64" >&2; exit 2 ;;
+    *) echo "usage: $0 wheel|test-wheel|test-pythons|test-sdist|test-arm64|deps-arm64" >&2; exit 2 ;;
 esac

@@ -10,14 +10,15 @@ FUZZVERIFYTIME ?= 10000x
 FUZZ_TARGETS := FuzzDecodeKey FuzzDecodeItemValue FuzzDecodeLinksValue FuzzDecodeRoaring \
                 FuzzDecodeMetadata FuzzDecodeVersion FuzzDecodeUpdateStatus
 
-.PHONY: demo test test-go test-python fuzz lint lib install venv bench bench-quick bench-ltr clean
+.PHONY: demo test test-go test-python test-sdist test-arm64 fuzz lint lib install venv wheel bench bench-quick bench-ltr clean
 
 ## demo: build, install, and run the demo on real data (recall@10 and queries per second)
 demo: install
 	$(PY) examples/demo.py
 
-## test: build, install, and run every test (Go and Python)
-test: lint test-go fuzz test-python
+## test: build, install, and run every test (Go and Python; the Python suite against the
+## x86_64 wheel, installed without Go; the Go tests for arm64 under qemu; the sdist installed)
+test: lint test-go fuzz wheel test-arm64 test-python test-sdist
 
 lint:
 	@unformatted=$$(gofmt -l core capi); if [ -n "$$unformatted" ]; then echo "gofmt: $$unformatted"; exit 1; fi
@@ -37,8 +38,22 @@ fuzz:
 	done
 	go test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZVERIFYTIME) -fuzzminimizetime 50x ./core
 
-test-python: install
-	HANNOY_TEST_INSTALLED=1 HANNOY_REQUIRE_LIBRARY=1 $(PY) -m pytest python/tests -q -ra
+# The whole Python suite against the x86_64 wheel in a fresh .venv-wheel, Go off PATH.
+test-python: wheel
+	PYTHON=$(PYTHON) bash .ci/dist.sh test-wheel
+
+# The sdist into a fresh .venv-sdist (builds with Go), then an import and a build and search.
+test-sdist: wheel
+	PYTHON=$(PYTHON) bash .ci/dist.sh test-sdist
+
+# Go tests for arm64 under qemu user emulation, and the aarch64 wheel's library (apt-get
+# installs qemu-user-static and libc6-arm64-cross when they are missing: root).
+test-arm64: wheel
+	PYTHON=$(PYTHON) bash .ci/dist.sh test-arm64
+
+## wheel: dist/: the sdist and the manylinux wheels for x86_64 and aarch64 (see .ci/dist.sh)
+wheel:
+	PYTHON=$(PYTHON) bash .ci/dist.sh wheel
 
 venv: $(VENV)/.ready
 $(VENV)/.ready: python/requirements-test.txt
@@ -68,4 +83,4 @@ bench-ltr:
 	bash bench/run.sh --ltr $(LTR_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info $(VENV)
+	rm -rf build dist *.egg-info $(VENV) .venv-tools .venv-wheel .venv-sdist

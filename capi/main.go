@@ -10,12 +10,14 @@ import "C"
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -28,8 +30,14 @@ import (
 
 func main() {}
 
-// Version is the package version reported by hannoy_version.
-const Version = "0.2.0"
+// versionFile is capi/VERSION, the one place the package's version is written: setuptools
+// reads it for the Python distribution (pyproject.toml), setup.py writes it into hannoy/_version.py.
+//
+//go:embed VERSION
+var versionFile string
+
+// Version is the package version reported by hannoy_version (capi/VERSION).
+var Version = strings.TrimSpace(versionFile)
 
 // Status codes, see ABI.md.
 const (

@@ -51,7 +51,11 @@ from ._metric import Metric
 from ._reader import Reader
 from ._writer import Writer
 
-__version__ = "0.2.0"
+try:
+    # written by setup.py from capi/VERSION, the file the library embeds (library_info())
+    from ._version import __version__
+except ImportError:  # the source tree, never built: no version to tell
+    __version__ = "0+unknown"
 
 __all__ = ["Metric", "Database", "Writer", "Reader"]
 

@@ -10,12 +10,29 @@
  * Only an exception that is not an Exception (KeyboardInterrupt, SystemExit...) raised by an
  * element's __float__ propagates; any other failure is a plain None.
  *
- * Built against the full C API (PyList_GET_ITEM, PyFloat_AS_DOUBLE): see setup.py for why.
+ * Built twice (see setup.py): against the full C API (the lists' and tuples' item arrays,
+ * PyFloat_AS_DOUBLE) for the building CPython, and with Py_LIMITED_API defined
+ * (_fastconv_abi3.c: PyList_GetItem, PyFloat_AsDouble, function calls per element, about 4x
+ * slower) as _fastconv.abi3.so for every other CPython >= 3.9. The macros below are the only
+ * difference.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <string.h>
+
+#ifdef Py_LIMITED_API
+/* src is the list or tuple the values are read from (a list snapshot once taken) */
+#define SEQ_SIZE(seq, is_list) ((is_list) ? PyList_Size(seq) : PyTuple_Size(seq))
+#define SEQ_ITEM(src, is_list, i) ((is_list) ? PyList_GetItem(src, i) : PyTuple_GetItem(src, i))
+#define FLOAT_VALUE(o) PyFloat_AsDouble(o) /* an exact float: cannot fail */
+#define BYTES_DATA(b) PyBytes_AsString(b)
+#else
+#define SEQ_SIZE(seq, is_list) Py_SIZE(seq)
+#define SEQ_ITEM(src, is_list, i) ((void)(src), items[i])
+#define FLOAT_VALUE(o) PyFloat_AS_DOUBLE(o)
+#define BYTES_DATA(b) PyBytes_AS_STRING(b)
+#endif
 
 typedef struct {
     PyObject_HEAD
@@ -26,7 +43,10 @@ static PyObject *
 Packer_pack(Packer *self, PyObject *seq)
 {
     Py_ssize_t n = self->dims, i;
+#ifndef Py_LIMITED_API
     PyObject **items;
+#endif
+    PyObject *src = seq;
     PyObject *out;
     PyObject *snapshot = NULL;
     float *dst;
@@ -38,21 +58,25 @@ Packer_pack(Packer *self, PyObject *seq)
         is_list = 0;
     else
         Py_RETURN_NONE;
-    if (Py_SIZE(seq) != n)
+    if (SEQ_SIZE(seq, is_list) != n)
         Py_RETURN_NONE;
     out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(float));
     if (out == NULL)
         return NULL;
-    if (Py_SIZE(seq) != n) /* changed by a finalizer the allocation ran */
+    if (SEQ_SIZE(seq, is_list) != n) /* changed by a finalizer the allocation ran */
         goto fallback;
-    dst = (float *)PyBytes_AS_STRING(out);
+    dst = (float *)BYTES_DATA(out);
+#ifndef Py_LIMITED_API
     items = is_list ? ((PyListObject *)seq)->ob_item : ((PyTupleObject *)seq)->ob_item;
+#endif
     for (i = 0; i < n; i++) {
-        PyObject *o = items[i];
+        PyObject *o = SEQ_ITEM(src, is_list, i);
         double x;
         float f;
+        if (o == NULL) /* limited API only: cannot happen (the length was checked) */
+            goto error;
         if (PyFloat_CheckExact(o)) {
-            x = PyFloat_AS_DOUBLE(o);
+            x = FLOAT_VALUE(o);
         }
         else if (PyLong_CheckExact(o) || PyBool_Check(o)) {
             /* int.__float__ without the float object (and no Python code runs) */
@@ -70,8 +94,11 @@ Packer_pack(Packer *self, PyObject *seq)
                 snapshot = PyList_GetSlice(seq, 0, n);
                 if (snapshot == NULL)
                     goto error;
+                src = snapshot;
+#ifndef Py_LIMITED_API
                 items = ((PyListObject *)snapshot)->ob_item;
-                o = items[i];
+#endif
+                o = SEQ_ITEM(src, is_list, i);
             }
             x = PyFloat_AsDouble(o);
             if (x == -1.0 && PyErr_Occurred()) {
@@ -111,11 +138,21 @@ Packer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "dims must be a positive integer");
         return NULL;
     }
-    self = (Packer *)type->tp_alloc(type, 0);
+    self = (Packer *)PyType_GenericAlloc(type, 0);
     if (self == NULL)
         return NULL;
     self->dims = dims;
     return (PyObject *)self;
+}
+
+static void
+Packer_dealloc(PyObject *self)
+{
+    /* a heap type: its instances hold a reference to it */
+    PyTypeObject *type = Py_TYPE(self);
+    freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    tp_free(self);
+    Py_DECREF(type);
 }
 
 static PyObject *
@@ -137,15 +174,22 @@ static PyGetSetDef Packer_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject PackerType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "hannoy._fastconv.Packer",
-    .tp_basicsize = sizeof(Packer),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Packer(dims): converts lists and tuples of dims numbers to float32 bytes.",
-    .tp_methods = Packer_methods,
-    .tp_getset = Packer_getset,
-    .tp_new = Packer_new,
+/* a type from a spec (a heap type), which the limited API requires */
+static PyType_Slot Packer_slots[] = {
+    {Py_tp_doc, (void *)"Packer(dims): converts lists and tuples of dims numbers to float32 bytes."},
+    {Py_tp_new, (void *)Packer_new},
+    {Py_tp_dealloc, (void *)Packer_dealloc},
+    {Py_tp_methods, Packer_methods},
+    {Py_tp_getset, Packer_getset},
+    {0, NULL},
+};
+
+static PyType_Spec Packer_spec = {
+    .name = "hannoy._fastconv.Packer",
+    .basicsize = sizeof(Packer),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = Packer_slots,
 };
 
 static struct PyModuleDef fastconv_module = {
@@ -158,15 +202,13 @@ static struct PyModuleDef fastconv_module = {
 PyMODINIT_FUNC
 PyInit__fastconv(void)
 {
-    PyObject *m;
-    if (PyType_Ready(&PackerType) < 0)
-        return NULL;
+    PyObject *m, *type;
     m = PyModule_Create(&fastconv_module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&PackerType);
-    if (PyModule_AddObject(m, "Packer", (PyObject *)&PackerType) < 0) {
-        Py_DECREF(&PackerType);
+    type = PyType_FromSpec(&Packer_spec);
+    if (type == NULL || PyModule_AddObject(m, "Packer", type) < 0) {
+        Py_XDECREF(type);
         Py_DECREF(m);
         return NULL;
     }

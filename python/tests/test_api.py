@@ -25,10 +25,6 @@ def test_star_import_exports_only_all() -> None:
     assert sorted(k for k in ns if not k.startswith("__")) == sorted(hannoy.__all__)
 
 
-def test_version() -> None:
-    assert hannoy.__version__ == "0.2.0"
-
-
 @pytest.mark.parametrize(
     "member, value, text",
     [

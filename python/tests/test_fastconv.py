@@ -5,16 +5,25 @@ bytes) must give the same float32 bytes for every input they accept, refuse (Non
 as_vector then raises) exactly the same inputs, and let the same non-Exception errors through.
 test_fastpath.py checks add_item and by_vec themselves with whichever path this install uses;
 here the same inputs also go through the pure-Python path (as without a C compiler).
+
+The extension is built twice (setup.py): against the full C API for the building CPython, which
+this interpreter loads when it is that CPython, and against the limited API
+(``_fastconv.abi3.so``) for every other CPython. The tests run both builds: the one that is
+not imported is loaded here from its file.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
 import struct
 import sys
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Callable, Dict, List
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -26,6 +35,53 @@ import test_fastpath
 from test_fastpath import BAD, GOOD, DIMS
 
 DISABLED = os.environ.get("HANNOY_NO_FASTCONV", "") not in ("", "0")
+INSTALLED = os.environ.get("HANNOY_TEST_INSTALLED") == "1"
+PACKAGE_DIR = Path(hannoy.__file__).resolve().parent
+ABI3_SUFFIX = next((s for s in importlib.machinery.EXTENSION_SUFFIXES if ".abi3." in s), None)
+
+
+def _abi3_module() -> Optional[ModuleType]:
+    """The limited-API build, _fastconv.abi3.so of the package: the imported module when it is
+    that file, else loaded from it (without replacing hannoy._fastconv in sys.modules)."""
+    if DISABLED or ABI3_SUFFIX is None:
+        return None
+    path = PACKAGE_DIR / ("_fastconv" + ABI3_SUFFIX)
+    if not path.exists():
+        return None
+    current = _convert._fastconv
+    if current is not None and Path(current.__file__).resolve() == path:
+        return current
+    spec = importlib.util.spec_from_file_location("hannoy._fastconv", path)
+    assert spec is not None and spec.loader is not None
+    saved = sys.modules.get(spec.name)
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        if saved is not None:
+            sys.modules[spec.name] = saved
+        else:
+            sys.modules.pop(spec.name, None)
+    return module
+
+
+ABI3 = _abi3_module()
+#: the builds of the extension to test: the one imported, and the abi3 one when it is another
+C_MODULES = {"imported": _convert._fastconv, "abi3": ABI3 if ABI3 is not _convert._fastconv else None}
+
+
+@pytest.fixture(params=list(C_MODULES))
+def c_module(request: pytest.FixtureRequest) -> ModuleType:
+    """Each build of the extension (skipped when it is not in this install)."""
+    module = C_MODULES[request.param]
+    if module is None:
+        pytest.skip("no %s build of hannoy._fastconv in this install (or HANNOY_NO_FASTCONV is "
+                    "set)" % request.param)
+    return module
+
+
+def _c_packers(dims: int) -> List[Callable[[Any], Any]]:
+    return [m.Packer(dims).pack for m in C_MODULES.values() if m is not None]
 
 
 def _python_packer(dims: int) -> Callable[[Any], Any]:
@@ -37,12 +93,17 @@ def _python_packer(dims: int) -> Callable[[Any], Any]:
         _convert._fastconv = saved
 
 
-@pytest.fixture(params=["fastconv", "python"])
+@pytest.fixture(params=["fastconv", "abi3", "python"])
 def conversion(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs the test with the C extension (skipped when it is not there) and without."""
+    """Runs the test with the imported C extension, with its abi3 build (each skipped when it is
+    not there), and without."""
     if request.param == "fastconv":
         if _convert._fastconv is None:
             pytest.skip("hannoy._fastconv is not in this install (or HANNOY_NO_FASTCONV is set)")
+    elif request.param == "abi3":
+        if C_MODULES["abi3"] is None:
+            pytest.skip("no other abi3 build of hannoy._fastconv in this install")
+        monkeypatch.setattr(_convert, "_fastconv", C_MODULES["abi3"])
     else:
         monkeypatch.setattr(_convert, "_fastconv", None)
     return request.param
@@ -55,11 +116,17 @@ def test_the_extension_is_built() -> None:
     if DISABLED:
         assert _convert._fastconv is None
         return
-    if os.environ.get("HANNOY_TEST_INSTALLED") != "1":
+    if not INSTALLED:
         pytest.skip("testing the source tree: the extension is built by installing the package")
     assert _convert._fastconv is not None, "hannoy._fastconv did not build or does not import"
     pack = _convert.vector_packer(3)
     assert pack is not None and pack([1.0, 2, True]) == struct.pack("=3f", 1.0, 2.0, 1.0)
+    # Both builds are there, and the import system takes this interpreter's own when it has
+    # one (its suffix is listed first), the abi3 one otherwise.
+    if ABI3_SUFFIX is not None:
+        assert ABI3 is not None, "no _fastconv%s in %s" % (ABI3_SUFFIX, PACKAGE_DIR)
+    built = [s for s in importlib.machinery.EXTENSION_SUFFIXES if (PACKAGE_DIR / ("_fastconv" + s)).exists()]
+    assert built and Path(_convert._fastconv.__file__).name == "_fastconv" + built[0]
 
 
 # -- the C packer against the Python packer ----------------------------------------------------
@@ -163,10 +230,8 @@ def _outcome(pack: Callable[[Any], Any], value: Any, n: int) -> Any:
 
 @pytest.mark.nolib
 @pytest.mark.parametrize("n", [1, 5, 50, 784])
-def test_c_and_python_packers_agree(n: int) -> None:
-    if _convert._fastconv is None:
-        pytest.skip("hannoy._fastconv is not in this install (or HANNOY_NO_FASTCONV is set)")
-    c_pack = _convert.vector_packer(n)
+def test_c_and_python_packers_agree(c_module: ModuleType, n: int) -> None:
+    c_pack = c_module.Packer(n).pack
     py_pack = _python_packer(n)
     accepted = 0
     for name, make in _cases(n).items():
@@ -187,7 +252,7 @@ def test_c_and_python_packers_agree(n: int) -> None:
 @pytest.mark.nolib
 def test_what_the_packers_refuse_or_accept() -> None:
     n = 4
-    for pack in filter(None, [_convert.vector_packer(n), _python_packer(n)]):
+    for pack in _c_packers(n) + [_python_packer(n)]:
         assert pack([1, 2.5, True, np.float32(0.25)]) == struct.pack("=4f", 1, 2.5, 1, 0.25)
         assert pack((2.0**126, SUBNORMAL, -0.0, 0)) == struct.pack("=4f", 2.0**126, SUBNORMAL, -0.0, 0)
         assert pack([_IntSub(1), _FloatSub(2.0), 0, 0]) == struct.pack("=4f", 7.5, 2, 0, 0)
@@ -210,17 +275,17 @@ def test_non_exceptions_from_float_propagate(exc: type) -> None:
     """A KeyboardInterrupt (Ctrl-C in a __float__) propagates from the C packer; struct.pack
     turns it into struct.error, so the Python path raises it from as_vector's second try."""
     bad = [0.0, _Raises(exc()), 1.0]
-    if _convert._fastconv is not None:
+    for c_pack in _c_packers(3):
         with pytest.raises(exc):
-            _convert.vector_packer(3)(bad)
-    for pack in filter(None, [_convert.vector_packer(3), _python_packer(3)]):
+            c_pack(bad)
+    for pack in _c_packers(3) + [_python_packer(3)]:
         assert _outcome(pack, bad, 3) == (None, exc)
         assert pack([0.0, 2.0, 1.0]) == struct.pack("=3f", 0, 2, 1)
 
 
 @pytest.mark.nolib
 def test_a_list_changed_by_float_packs_what_it_held_at_the_call() -> None:
-    for pack in filter(None, [_convert.vector_packer(3), _python_packer(3)]):
+    for pack in _c_packers(3) + [_python_packer(3)]:
         lst: List[Any] = [0.5, 0.25, 0.125]
         lst[1] = _Shrinks(lst)
         assert pack(lst) == struct.pack("=3f", 0.5, 1.5, 0.125)
@@ -228,10 +293,13 @@ def test_a_list_changed_by_float_packs_what_it_held_at_the_call() -> None:
 
 
 @pytest.mark.nolib
-def test_refcounts_do_not_leak() -> None:
-    if _convert._fastconv is None:
-        pytest.skip("hannoy._fastconv is not in this install")
-    pack = _convert.vector_packer(3)
+def test_refcounts_do_not_leak(c_module: ModuleType) -> None:
+    type_refs = sys.getrefcount(c_module.Packer)
+    for _ in range(1000):
+        c_module.Packer(3)  # an instance holds a reference to its (heap) type until freed
+    after = sys.getrefcount(c_module.Packer)  # (not in the assert: pytest's rewrite holds one)
+    assert after == type_refs
+    pack = c_module.Packer(3).pack
     x, f32 = 12345.678, np.float32(0.5)
     objs = [x, f32, _FloatSub(1.0)]
     before = [sys.getrefcount(o) for o in objs]
@@ -246,10 +314,8 @@ def test_refcounts_do_not_leak() -> None:
 
 
 @pytest.mark.nolib
-def test_packer_arguments() -> None:
-    if _convert._fastconv is None:
-        pytest.skip("hannoy._fastconv is not in this install")
-    Packer = _convert._fastconv.Packer
+def test_packer_arguments(c_module: ModuleType) -> None:
+    Packer = c_module.Packer
     assert Packer(7).dims == 7
     for bad in (0, -1):
         with pytest.raises(ValueError):

@@ -170,13 +170,36 @@ class _Progress:
                 self.bar = None
 
 
-def _wait(done: threading.Event) -> None:
-    """Wait for the build thread, ignoring further KeyboardInterrupts (a cancel is under way).
+class _Finished:
+    """The end of the build thread, waited for with a plain lock.
 
-    The wait uses an Event, never Thread.join: a KeyboardInterrupt raised inside
-    Thread.join(timeout) can mark a thread that is still running as stopped (CPython 3.11,
-    bpo-45274's fix), and hannoy must not call the writer again while its build is running.
+    The thread holds ``lock`` until it ends; the caller waits with ``lock.acquire(timeout)``.
+    Not an Event: Event.wait runs Condition.wait, and a KeyboardInterrupt raised inside it, just
+    after the condition's lock was released, makes the ``with`` around it release an unlocked
+    lock (CPython 3.11: ``RuntimeError: release unlocked lock`` instead of the
+    KeyboardInterrupt); an interrupted ``Lock.acquire`` simply did not acquire. Not
+    Thread.join either: a KeyboardInterrupt raised inside Thread.join(timeout) can mark a
+    thread that is still running as stopped (bpo-45274's fix), and hannoy must not call the
+    writer again while its build is running.
     """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.ended = False  # set by the thread just before it releases the lock
+
+    def end(self) -> None:
+        """Called by the thread, last."""
+        self.ended = True
+        self.lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        """True once the thread has ended (or within timeout seconds, False)."""
+        return self.ended or self.lock.acquire(timeout=timeout)
+
+
+def _wait(done: _Finished) -> None:
+    """Wait for the build thread, ignoring further KeyboardInterrupts (a cancel is under way)."""
     while True:
         try:
             if done.wait(_POLL_SECONDS):
@@ -671,7 +694,7 @@ class Writer:
             ffi = _ffi.ffi()
             result: List[Any] = [3, "the build thread ended without a result"]
 
-            done = threading.Event()
+            done = _Finished()
 
             def run() -> None:
                 err = ffi.new("char **")
@@ -682,7 +705,7 @@ class Writer:
                 except BaseException as e:  # pragma: no cover - cffi does not raise here
                     result[0], result[1] = 3, "hannoy_writer_build failed: %r" % (e,)
                 finally:
-                    done.set()
+                    done.end()
 
             reporter = _Progress(self._progress)
             thread = threading.Thread(target=run, name="hannoy-build", daemon=True)
@@ -691,7 +714,7 @@ class Writer:
                 thread.start()
                 try:
                     reporter.poll(lib, value)
-                    # Event.wait, not Thread.join: see _wait
+                    # a lock, not an Event or Thread.join: see _Finished
                     while not done.wait(_POLL_SECONDS):
                         reporter.poll(lib, value)
                     if result[0] == 0:
@@ -699,7 +722,7 @@ class Writer:
                         reporter.finish()
                 except BaseException:
                     # Ctrl-C (or the progress callable raised): cancel, wait, abort, re-raise.
-                    if thread.ident is not None and not done.is_set():
+                    if thread.ident is not None and not done.ended:
                         lib.hannoy_writer_cancel(value)
                         _wait(done)
                     h.building = False

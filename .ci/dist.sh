@@ -235,7 +235,7 @@ cmd_test_arm64() {
     [ -f "${whl[0]}" ] || die "no aarch64 wheel in $DIST (make wheel)"
     rm -rf "$tmp" && mkdir -p "$tmp"
     "$TOOLS/bin/python" -m zipfile -e "${whl[0]}" "$tmp/wheel"
-    $(zigcc aarch64) -O2 -Wall -o "$tmp/smoke" capi/testdata/smoke.c -ldl -lm
+    $(zigcc aarch64) -O2 -Wall -Werror -I "$tmp/wheel/hannoy" -o "$tmp/smoke" capi/testdata/smoke.c -ldl -lm
     say "$(basename "${whl[0]}"): its libhannoy.so under qemu"
     $QEMU "$tmp/smoke" "$tmp/wheel/hannoy/libhannoy.so" "$VERSION" "$tmp/db"
     rm -rf "$tmp"

@@ -20,21 +20,20 @@
 #define DIMS 16
 #define K 10
 
-typedef int (*version_fn)(char **, char **);
-typedef void (*free_fn)(void *);
-typedef int (*db_open_fn)(const char *, int32_t, const char *, uint64_t, int32_t, int64_t,
-                          uint64_t *, char **);
-typedef int (*db_close_fn)(uint64_t, char **);
-typedef int (*writer_open_fn)(uint64_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t,
-                              int32_t, uint64_t, int32_t, uint64_t *, char **);
-typedef int (*writer_add_fn)(uint64_t, const uint32_t *, const float *, uint64_t, uint32_t,
-                             char **);
-typedef int (*writer_fn)(uint64_t, char **);
-typedef int (*reader_open_fn)(uint64_t, uint32_t, int64_t, int32_t, uint64_t *, char **);
-typedef int (*reader_info_fn)(uint64_t, char **, char **);
-typedef int (*reader_search_fn)(uint64_t, const float *, uint64_t, uint32_t, uint32_t,
-                                uint32_t, const uint32_t *, int64_t, int32_t, uint32_t *,
-                                float *, uint32_t *, char **);
+/* The entry points' types come from the header cgo writes beside the library (compile with
+   -I on its directory), so this program cannot drift from the ABI it loads. */
+#include "libhannoy.h"
+
+typedef __typeof__(hannoy_version) *version_fn;
+typedef __typeof__(hannoy_free) *free_fn;
+typedef __typeof__(hannoy_db_open) *db_open_fn;
+typedef __typeof__(hannoy_db_close) *db_close_fn;
+typedef __typeof__(hannoy_writer_open) *writer_open_fn;
+typedef __typeof__(hannoy_writer_add_items) *writer_add_fn;
+typedef __typeof__(hannoy_writer_build) *writer_fn;
+typedef __typeof__(hannoy_reader_open) *reader_open_fn;
+typedef __typeof__(hannoy_reader_info) *reader_info_fn;
+typedef __typeof__(hannoy_reader_search) *reader_search_fn;
 
 static void *lib;
 static free_fn hfree;
@@ -120,7 +119,8 @@ int main(int argc, char **argv)
     }
     hfree(out);
     memcpy(queries, vectors, sizeof queries);
-    check(((reader_search_fn)sym("hannoy_reader_search"))(r, queries, N, DIMS, K, 64, NULL, -1, 1,
+    check(((reader_search_fn)sym("hannoy_reader_search"))(r, queries, N, DIMS, K, 64, NULL, -1, NULL,
+                                                          1000, 1.0f, 1,
                                                           ids, dists, counts, &err),
           err, "hannoy_reader_search");
 

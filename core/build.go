@@ -488,12 +488,12 @@ func (b *builder) prepareCodes() error {
 	if p := b.opts.Progress; p != nil {
 		p.codes.Store(true)
 	}
-	// Links too, with what is left once the build's own memory is set aside, and an eighth of
-	// the budget for the page cache: a list the walk finds preloaded costs about two bytes a
-	// link, one it reads from the file a page of the B-tree. The write-back streams through
-	// the file in key order (see writeLinks) and needs little cache of its own.
+	// Links too, with what is left of half the budget once the build's own memory is set
+	// aside: the other half is the page cache the build reads links and vectors through (and
+	// the margin the collector and the interpreter need: planning links into it got GloVe's
+	// chunked build under a quarter of its file + 48 MiB killed by the limit).
 	reserve := int64(len(b.toInsert)) * buildBytesPerInsert
-	links := budget - reserve - b.codes.bytes() - budget/8
+	links := max(budget-reserve, 0)/2 - b.codes.bytes()
 	if err := b.codes.loadLinks(txn, src, links); err != nil {
 		return err
 	}

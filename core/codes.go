@@ -378,7 +378,9 @@ func packList(dst []byte, ids []uint32) []byte {
 	return dst
 }
 
-// unpackList appends the ids packList packed into b to dst.
+// unpackList appends the ids packList packed into b to dst. It decodes the varints itself
+// rather than with binary.Uvarint: on a 24-id list (the walk decodes one a hop) 82-93 ns
+// against 140-156 ns, 3 alternated runs of a micro-benchmark of the two loops.
 func unpackList(dst []uint32, b []byte) []uint32 {
 	id := uint32(0)
 	for i := 0; i < len(b); {

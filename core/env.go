@@ -238,7 +238,7 @@ func (e *Env) warm(used int64) {
 	}
 	advise(start+from, to-from, adviceNormal)
 	e.warmed = int64(to)
-	go willNeed(start+from, to-from)
+	go willNeedPaced(start+from, to-from)
 }
 
 // beginRoom reserves the room a new write transaction of an MDB_WRITEMAP environment stores

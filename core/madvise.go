@@ -3,9 +3,11 @@ package core
 import (
 	"bufio"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -37,13 +39,53 @@ func pageSpan(start, n uintptr) (aligned, length uintptr) {
 // than the device's read-ahead maximum per call (read_ahead_kb), and silently drops the rest.
 const willNeedChunk = 2 << 20
 
-// willNeed asks the kernel to start reading [start, start+n) in the background, in calls of
-// willNeedChunk bytes.
-func willNeed(start, n uintptr) {
-	for n > 0 {
-		c := min(n, willNeedChunk)
-		advise(start, c, adviceWillNeed)
-		start, n = start+c, n-c
+// willNeedWindow is how much a background warm-up (willNeedPaced) keeps asked for and not yet
+// read: a search that faults meanwhile waits behind at most this much of it.
+const willNeedWindow = 8 << 20
+
+// residentWait is the longest willNeedPaced waits for one chunk before asking for the next: the
+// kernel may drop or skip a read-ahead under memory pressure.
+const residentWait = time.Second
+
+// willNeedPaced asks the kernel to read [start, start+n) in the background, in calls of
+// willNeedChunk bytes, for a warm-up that runs beside searches. Asked for all at once, a whole
+// file's read-ahead fills the device's queue, and every search that faults on a page not yet
+// read waits behind it (on a 712 MiB file, the first 300 queries after a cold start ran about
+// 10% slower that way). So it keeps at most willNeedWindow bytes in flight, asking for the next
+// chunk once the oldest one is in memory (mincore(2)).
+func willNeedPaced(start, n uintptr) {
+	var pending []uintptr // chunks asked for and not seen in memory yet, oldest first
+	vec := make([]byte, willNeedChunk/pageSize)
+	for off := uintptr(0); off < n; off += willNeedChunk {
+		for len(pending) > 0 && uintptr(len(pending))*willNeedChunk >= willNeedWindow {
+			if !waitResident(pending[0], min(willNeedChunk, start+n-pending[0]), vec) {
+				return // the map is gone
+			}
+			pending = pending[1:]
+		}
+		advise(start+off, min(willNeedChunk, n-off), adviceWillNeed)
+		pending = append(pending, start+off)
+	}
+}
+
+// waitResident waits until every page of [start, start+n) is in memory, or residentWait has
+// passed. It reports false if mincore fails (the range is no longer mapped).
+func waitResident(start, n uintptr, vec []byte) bool {
+	aligned, length := pageSpan(start, n)
+	pages := int(length / pageSize)
+	if pages > len(vec) {
+		vec = make([]byte, pages)
+	}
+	deadline := time.Now().Add(residentWait)
+	for wait := 200 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
+		_, _, errno := syscall.Syscall(syscall.SYS_MINCORE, aligned, length, uintptr(unsafe.Pointer(&vec[0])))
+		if errno != 0 {
+			return false
+		}
+		if !slices.ContainsFunc(vec[:pages], func(b byte) bool { return b&1 == 0 }) || time.Now().After(deadline) {
+			return true
+		}
+		time.Sleep(wait)
 	}
 }
 

@@ -116,8 +116,10 @@ func checkVector(vec []float32, dims int) error {
 	if len(vec) != dims {
 		return &DimensionError{Expected: dims, Received: len(vec)}
 	}
-	// A float32 is NaN or infinite exactly when its exponent bits are all ones: one mask and
-	// compare per value, and the message is built only for the culprit.
+	if vecmath.AllFinite(vec) {
+		return nil
+	}
+	// Find the culprit for the message.
 	for i, x := range vec {
 		if math.Float32bits(x)&0x7f800000 == 0x7f800000 {
 			return invalidf("vector value %d is %v: every value must be finite", i, x)

@@ -58,6 +58,7 @@ import (
 	"encoding/binary"
 	"math"
 	"slices"
+	"unsafe"
 )
 
 // The kernels in use, chosen by init (see selectKernels in the platform files).
@@ -133,13 +134,47 @@ func XorPopcount(a, b []byte) uint64 { return xorPopcountImpl(a, b) }
 // start-up: "avx512", "avx2+fma" or "generic".
 func Impl() string { return implName }
 
+// littleEndian is true on the machines this package is built for (amd64, arm64): a float32's
+// encoding is then its bytes in memory.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
 // F32Bytes appends the little-endian encoding of v to dst and returns the extended slice.
 func F32Bytes(dst []byte, v []float32) []byte {
+	if littleEndian && len(v) > 0 {
+		return append(dst, unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))...)
+	}
 	dst = slices.Grow(dst, 4*len(v))
 	for _, f := range v {
 		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(f))
 	}
 	return dst
+}
+
+// AllFinite reports whether no value of v is NaN or infinite. It reads two values per 64-bit
+// word without a branch: a float32 is NaN or infinite exactly when its exponent bits are all
+// ones, and adding 1 to an exponent field of all ones carries into the value's sign bit.
+func AllFinite(v []float32) bool {
+	const exp2, one2, sign2 = 0x7f800000_7f800000, 0x00800000_00800000, 0x80000000_80000000
+	var acc uint64
+	if len(v) > 0 && uintptr(unsafe.Pointer(&v[0]))%8 != 0 {
+		acc = uint64(math.Float32bits(v[0])&0x7f800000 + 0x00800000) // words start 8-byte aligned
+		v = v[1:]
+	}
+	n := len(v) / 2
+	if n > 0 {
+		w := unsafe.Slice((*uint64)(unsafe.Pointer(&v[0])), n)
+		i := 0
+		for ; i+4 <= n; i += 4 {
+			acc |= (w[i]&exp2 + one2) | (w[i+1]&exp2 + one2) | (w[i+2]&exp2 + one2) | (w[i+3]&exp2 + one2)
+		}
+		for ; i < n; i++ {
+			acc |= w[i]&exp2 + one2
+		}
+	}
+	if len(v)%2 == 1 {
+		acc |= uint64(math.Float32bits(v[len(v)-1])&0x7f800000 + 0x00800000)
+	}
+	return acc&sign2 == 0
 }
 
 // DecodeF32 appends to dst the float32 values little-endian encoded in b and returns the

@@ -663,3 +663,32 @@ func TestXorPopcountTail(t *testing.T) {
 		}
 	}
 }
+
+func TestAllFinite(t *testing.T) {
+	bad := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)),
+		math.Float32frombits(0x7fc00001), math.Float32frombits(0xff800001)}
+	good := []float32{0, -0.0, 1, -1, math.MaxFloat32, -math.MaxFloat32, math.SmallestNonzeroFloat32,
+		math.Float32frombits(0x7f7fffff), math.Float32frombits(0x00800000), math.Float32frombits(0x807fffff)}
+	buf := make([]float32, 40)
+	for n := 0; n <= 19; n++ {
+		for off := 0; off <= 1; off++ { // 8-byte aligned and not
+			v := buf[off : off+n]
+			for i := range v {
+				v[i] = good[(i*7+n)%len(good)]
+			}
+			if !AllFinite(v) {
+				t.Fatalf("n=%d off=%d: finite values reported not finite", n, off)
+			}
+			for pos := 0; pos < n; pos++ {
+				for _, b := range bad {
+					old := v[pos]
+					v[pos] = b
+					if AllFinite(v) {
+						t.Fatalf("n=%d off=%d: %v at %d not found", n, off, b, pos)
+					}
+					v[pos] = old
+				}
+			}
+		}
+	}
+}

@@ -453,7 +453,8 @@ func (b *builder) prepareSources() error {
 }
 
 // prepareCodes decides, as a reader would, whether the last commit's items are read through
-// codes, and makes them (with their layer-0 links, while they fit) if so.
+// codes, and makes them (with their layer-0 links, while they fit) if so; a file read in place
+// is read ahead instead.
 func (b *builder) prepareCodes() error {
 	if b.meta == nil || b.meta.Items.IsEmpty() || !b.metric.quantizable() {
 		return nil
@@ -470,6 +471,12 @@ func (b *builder) prepareCodes() error {
 			codesBytes(b.meta.Items.GetCardinality(), b.w.dims, b.meta.Items.Maximum()))
 	}
 	b.readMode = mode
+	if mode == ReadMemory {
+		// The build reads the graph at random: from a cold page cache, a page a fault (the
+		// file is opened MDB_NORDAHEAD) unless the file is read ahead as a reader's is.
+		env.warm(used)
+		return nil
+	}
 	if mode != ReadCompressed {
 		return nil
 	}

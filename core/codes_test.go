@@ -301,6 +301,14 @@ func TestBuildWithCodes(t *testing.T) {
 				if progress.Compressed() != (mode == ReadCompressed) {
 					t.Fatalf("mode %v: the build read through codes: %v", mode, progress.Compressed())
 				}
+				// A build that reads the file in place has it read ahead (from a cold page
+				// cache, a page a fault otherwise); one that reads codes has no use for that.
+				env.warmMu.Lock()
+				warmed := env.warmed
+				env.warmMu.Unlock()
+				if (warmed > 0) != (mode == ReadMemory) {
+					t.Fatalf("mode %v: %d bytes of the file read ahead", mode, warmed)
+				}
 				checkGraph(t, env, db, 0, opts)
 				r, txn := openReader(t, env, db, 0, metric)
 				live := map[uint32][]float32{}

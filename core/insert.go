@@ -237,6 +237,7 @@ func (b *builder) insertAll() error {
 		b.opts.Progress.add(1)
 	}
 	rest := order[i:]
+	b.adviseInserts(rest[:min(2*insertAhead, len(rest))])
 	threads := min(b.opts.Threads, max(1, len(rest)/64))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -267,6 +268,9 @@ func (b *builder) insertAll() error {
 				if j >= len(rest) {
 					return
 				}
+				if j%insertAhead == 0 && j+insertAhead < len(rest) {
+					b.adviseInserts(rest[j+insertAhead : min(j+2*insertAhead, len(rest))])
+				}
 				if err := wk.insert(rest[j], b.levels[rest[j]]); err != nil {
 					b.fail(err)
 					return
@@ -277,4 +281,25 @@ func (b *builder) insertAll() error {
 	}
 	wg.Wait()
 	return b.err
+}
+
+// insertAhead is how many items ahead of the insertion the pages of the vectors to insert are
+// asked for, in steps of as many, when the build reads the file through a page cache smaller
+// than it (see adviseInserts).
+const insertAhead = 64
+
+// adviseInserts asks the kernel for the pages of the vectors of items, when the build does not
+// expect the file to stay in memory. The vectors of a chunk added in this transaction are then
+// pages of the map like any other (MDB_WRITEMAP), likely dropped since they were written; each
+// is read as its item is inserted, and asked for together they are read in parallel instead of
+// one blocking fault after another.
+func (b *builder) adviseInserts(items []uint32) {
+	if b.codes == nil && b.readMode != ReadDisk {
+		return
+	}
+	for _, id := range items {
+		if p := b.vecs.get(id); p != nil && p != &absentVector {
+			adviseBytes(refBytes(p, b.valueLen), adviceWillNeed)
+		}
+	}
 }

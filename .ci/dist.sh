@@ -91,8 +91,11 @@ cmd_wheel() {
     [ -f "$SDIST" ] || die "no $SDIST"
     wheel_for amd64 x86_64
     wheel_for arm64 aarch64
-    "$TOOLS/bin/python" -m zipfile -l "$DIST"/hannoy-"$VERSION"-*x86_64*.whl | grep -q '_fastconv\.abi3\.so' \
-        || die "the x86_64 wheel has no _fastconv.abi3.so"
+    # The listing is read whole before it is searched: `grep -q` stops reading at the first
+    # match, and under pipefail the lister's broken pipe then failed this check.
+    local listing
+    listing=$("$TOOLS/bin/python" -m zipfile -l "$DIST"/hannoy-"$VERSION"-*x86_64*.whl)
+    grep -q '_fastconv\.abi3\.so' <<<"$listing" || die "the x86_64 wheel has no _fastconv.abi3.so"
     ls -l "$DIST"
     say "wheel: $(( $(seconds) - t0 )) s"
 }

@@ -496,15 +496,15 @@ func (b *builder) prepareCodes() error {
 		p.codes.Store(true)
 	}
 	// Links too, with half of what is left of the budget once the build's own memory and the
-	// codes are set aside: the other half is the page cache the build reads links and vectors
-	// through, and the margin the collector and the interpreter need. (Planning all of it
-	// for links got GloVe's chunked build under a quarter of its file + 48 MiB killed by the
-	// limit; taking the codes out of half the budget instead, as before, left no links at all
-	// whenever the codes were more than a third of it: adding 25,000 items to 300,000 256-d
-	// ones under that limit then read 54,000 pages at random, against 14,000 with every
-	// layer-0 list preloaded.)
+	// codes are set aside, but never so much that less than buildCacheFloor is left: the rest
+	// is the page cache the build reads links and vectors through, and the margin the
+	// collector and the interpreter need. (Planning all of it for links got GloVe's chunked
+	// build under a quarter of its file + 48 MiB killed by the limit; taking the codes out of
+	// half the budget instead, as before, left no links at all whenever the codes were more
+	// than a third of it: adding 25,000 items to 300,000 256-d ones under that limit then read
+	// 54,000 pages at random, against 14,000 with every layer-0 list preloaded.)
 	reserve := int64(len(b.toInsert)) * buildBytesPerInsert
-	links := max(budget-reserve-b.codes.bytes(), 0) / 2
+	links := buildLinksBudget(budget, reserve, b.codes.bytes())
 	if err := b.codes.loadLinks(txn, src, links); err != nil {
 		return err
 	}
@@ -512,6 +512,20 @@ func (b *builder) prepareCodes() error {
 	// it to that (with a margin for the collector) leaves the rest to the page cache.
 	b.heap.lower(b.codes.bytes() + reserve + reserve/2 + 16<<20)
 	return nil
+}
+
+// buildCacheFloor is the least page cache a build reading through codes leaves itself when it
+// plans preloaded links: B-tree branch pages, upper layers, the vectors being inserted and the
+// pages the write-back changes. Under GloVe's limit (116 MiB for a 271 MiB file) what is left
+// beside the codes and the build's own memory is about 8-14 MiB; half of it given to links, one
+// chunk of 33,250 words did not finish in 600 s (one run, Go probe).
+const buildCacheFloor = 16 << 20
+
+// buildLinksBudget is what a build reading through codes plans for preloaded links (at most;
+// negative: none), from its budget, its own memory and the codes' (see prepareCodes).
+func buildLinksBudget(budget, reserve, codes int64) int64 {
+	left := budget - reserve - codes
+	return min(max(left, 0)/2, left-buildCacheFloor)
 }
 
 // buildBytesPerInsert is the memory a build sets aside per item it inserts before it plans its

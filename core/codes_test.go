@@ -371,6 +371,28 @@ func TestCodesWithSparseIDs(t *testing.T) {
 	}
 }
 
+// A build with codes preloads links with half of what its budget leaves beside its own memory
+// and the codes, as long as buildCacheFloor of page cache remains: with 300,000 256-d items
+// under a quarter of their file + 48 MiB that is every layer-0 list; with GloVe's 399,000 50-d
+// words under theirs, none (what is left is too little to share).
+func TestBuildLinksBudget(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		budget, reserve, codes, want int64
+	}{
+		{140 * mib, 24 * mib, 75 * mib, 41 * mib / 2}, // clustered 300,000, chunk 12 of 12
+		{400 * mib, 24 * mib, 76 * mib, 150 * mib},
+		{68 * mib, 32 * mib, 28 * mib, -8 * mib}, // GloVe, chunk 12 of 12: nothing
+		{40 * mib, 10 * mib, 10 * mib, 4 * mib},  // 20 MiB left: all but the floor
+		{30 * mib, 24 * mib, 10 * mib, -20 * mib},
+	} {
+		if got := buildLinksBudget(c.budget, c.reserve, c.codes); got != c.want {
+			t.Errorf("buildLinksBudget(%d, %d, %d MiB) = %.1f MiB, want %.1f", c.budget/mib, c.reserve/mib, c.codes/mib,
+				float64(got)/mib, float64(c.want)/mib)
+		}
+	}
+}
+
 // A build reads in place what fits once its own memory is set aside, walks codes whenever they
 // fit in the budget (a build through too small a page cache never ends), and reads exact
 // vectors only when even the codes do not fit, or for binary metrics.

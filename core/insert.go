@@ -237,7 +237,7 @@ func (b *builder) insertAll() error {
 		b.opts.Progress.add(1)
 	}
 	rest := order[i:]
-	b.adviseInserts(rest[:min(2*insertAhead, len(rest))])
+	b.adviseInserts(rest[:min(insertAhead, len(rest))]) // the next window: at j = 0 below
 	threads := min(b.opts.Threads, max(1, len(rest)/64))
 	var next atomic.Int64
 	var wg sync.WaitGroup

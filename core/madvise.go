@@ -78,8 +78,7 @@ func waitResident(start, n uintptr, vec []byte) bool {
 	}
 	deadline := time.Now().Add(residentWait)
 	for wait := 200 * time.Microsecond; ; wait = min(2*wait, 5*time.Millisecond) {
-		_, _, errno := syscall.Syscall(syscall.SYS_MINCORE, aligned, length, uintptr(unsafe.Pointer(&vec[0])))
-		if errno != 0 {
+		if mincore(aligned, length, vec) != nil {
 			return false
 		}
 		if !slices.ContainsFunc(vec[:pages], func(b byte) bool { return b&1 == 0 }) || time.Now().After(deadline) {
@@ -87,6 +86,15 @@ func waitResident(start, n uintptr, vec []byte) bool {
 		}
 		time.Sleep(wait)
 	}
+}
+
+// mincore sets vec[i]&1 for each page of [start, start+length) in memory (mincore(2)); start
+// is page-aligned and vec holds a byte a page.
+func mincore(start, length uintptr, vec []byte) error {
+	if _, _, errno := syscall.Syscall(syscall.SYS_MINCORE, start, length, uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // adviseBytes advises the pages that hold b.

@@ -163,13 +163,18 @@ func sameDevice(dev, major, minor uint64) bool {
 const scanAhead = 32 << 20
 
 // readAhead keeps the kernel reading ahead of a scan that moves mostly forward through the file
-// (a cursor over consecutive keys, whose pages LMDB mostly allocated in order): without it, in
-// a map advised MADV_RANDOM, every page would be one blocking read.
+// (a map opened MDB_NORDAHEAD reads one page a fault otherwise), as far ahead as the scan has
+// moved forward since its last jump: the pages of a B-tree many commits rewrote lie scattered
+// in the file (GloVe-50's links after 11 chunked commits), and reading far ahead of each jump
+// read mostly pages the scan did not want, pushing out of a small page cache those it did.
 type readAhead struct {
 	start, end uintptr // the used part of the file in the map
-	lo, hi     uintptr // [lo, hi) has been asked for
-	ahead      uintptr
+	lo, hi     uintptr // [lo, hi) has been asked for; lo is where the scan last jumped to
+	ahead      uintptr // the most asked for ahead of the scan
 }
+
+// scanAheadMin is what readAhead asks for after a jump: 16 pages.
+const scanAheadMin = 64 << 10
 
 // newReadAhead prepares read-ahead for the first used bytes of the data file at path, keeping
 // up to scanAhead bytes in flight but no more than a sixteenth of budget (pages read too far
@@ -197,8 +202,9 @@ func (ra *readAhead) at(b []byte) {
 		ra.lo = a &^ (pageSize - 1) // a jump: start again from here
 		ra.hi = ra.lo
 	}
-	for ra.hi < min(a+ra.ahead, ra.end) {
-		n := min(willNeedChunk, ra.end-ra.hi)
+	win := min(max(2*(a-ra.lo), scanAheadMin), ra.ahead)
+	for to := min(a+win, ra.end); ra.hi < to; {
+		n := min(willNeedChunk, to-ra.hi)
 		advise(ra.hi, n, adviceWillNeed)
 		ra.hi += n
 	}

@@ -44,6 +44,10 @@ type BuildOptions struct {
 	// items it inserts are always exact. ReadCompressed forces codes; ReadMemory and ReadDisk
 	// read exact vectors.
 	ReadMode ReadMode
+
+	// insertBatch, for tests, sets the batches of an insertion through codes with every
+	// layer-0 list preloaded (0: planned from the budget; see builder.insertBatch).
+	insertBatch int
 }
 
 func (o *BuildOptions) normalize() error {
@@ -115,6 +119,7 @@ type Progress struct {
 	phase       atomic.Int32
 	done, total atomic.Uint64
 	codes       atomic.Bool
+	flushes     atomic.Int64 // lists moved into preloaded links between batches (flushLists)
 }
 
 // Compressed reports whether the build read the index's committed items through codes (see
@@ -229,6 +234,14 @@ type builder struct {
 	droppedMu sync.Mutex
 	dropped   map[uint64]bool
 	relinking bool // set once insertion is over: every drop counts
+
+	// With codes whose layer-0 links are preloaded, insertion goes in batches of insertBatch
+	// items (0: all at once); between batches, the lists of existing items it changed move
+	// from the node table into the preloaded links, packed, and flushed records which items
+	// those are (see flushLists). The memory the build holds then grows with the batch rather
+	// than with the chunk.
+	insertBatch int
+	flushed     *roaring.Bitmap
 
 	// heap holds the Go heap to the memory budget while the build runs (nil: not capped).
 	heap *goHeapCap
@@ -495,23 +508,60 @@ func (b *builder) prepareCodes() error {
 	if p := b.opts.Progress; p != nil {
 		p.codes.Store(true)
 	}
-	// Links too, with half of what is left of the budget once the build's own memory and the
-	// codes are set aside, but never so much that less than buildCacheFloor is left: the rest
-	// is the page cache the build reads links and vectors through, and the margin the
-	// collector and the interpreter need. (Planning all of it for links got GloVe's chunked
-	// build under a quarter of its file + 48 MiB killed by the limit; taking the codes out of
-	// half the budget instead, as before, left no links at all whenever the codes were more
-	// than a third of it: adding 25,000 items to 300,000 256-d ones under that limit then read
-	// 54,000 pages at random, against 14,000 with every layer-0 list preloaded.)
-	reserve := int64(len(b.toInsert)) * buildBytesPerInsert
+	// Links too. Planned as before batches (below), with half of what is left of the budget
+	// once the build's own memory and the codes are set aside, but never so much that less
+	// than buildCacheFloor is left: the rest is the page cache the build reads links and
+	// vectors through, and the margin the collector and the interpreter need. (Planning all of
+	// it for links got GloVe's chunked build under a quarter of its file + 48 MiB killed by the
+	// limit; taking the codes out of half the budget instead, as before, left no links at all
+	// whenever the codes were more than a third of it: adding 25,000 items to 300,000 256-d
+	// ones under that limit then read 54,000 pages at random, against 14,000 with every layer-0
+	// list preloaded.)
+	inserts := int64(len(b.toInsert))
+	reserve := inserts * buildBytesPerInsert
 	links := buildLinksBudget(budget, reserve, b.codes.bytes())
+	// Unless every layer-0 list fits beside the codes when the build's memory is that of its
+	// smallest batch: then they are all preloaded, and insertion goes in batches.
+	batched := inserts > minInsertBatch
+	if batched {
+		links = max(links, budget-batchReserve(inserts, minInsertBatch)-b.codes.bytes()-buildCacheFloor)
+	}
 	if err := b.codes.loadLinks(txn, src, links); err != nil {
 		return err
+	}
+	all := int(b.codes.linksLoaded) == len(b.codes.aux)
+	if b.opts.insertBatch > 0 && all {
+		b.insertBatch = b.opts.insertBatch
+	} else if batched && all {
+		left := budget - b.codes.bytes() - buildCacheFloor - inserts*buildBytesPerNew
+		if batch := max(left/batchBytesPerInsert, minInsertBatch); batch < inserts {
+			b.insertBatch = int(batch)
+			reserve = batchReserve(inserts, batch)
+		}
+	} else if batched {
+		b.codes.trimLinks(buildLinksBudget(budget, reserve, b.codes.bytes()-b.codes.linksBytes()))
 	}
 	// What the Go heap needs from here on is known: the codes, the links and the graph. Holding
 	// it to that (with a margin for the collector) leaves the rest to the page cache.
 	b.heap.lower(b.codes.bytes() + reserve + reserve/2 + 16<<20)
 	return nil
+}
+
+// Insertion in batches (see builder.insertBatch): the node table holds the lists of the new
+// items (buildBytesPerNew each) and those of the existing items one batch changes
+// (batchBytesPerInsert an insertion, with the insertion's own; measured on GloVe-50: 46 MiB
+// for 33,250 insertions into 365,750 items, of which 171,000 existing items' lists, about 236
+// bytes a list). A batch is never smaller than minInsertBatch: each flush rewrites every
+// segment of the preloaded links it touches.
+const (
+	buildBytesPerNew    = 256
+	batchBytesPerInsert = 1536
+	minInsertBatch      = 2048
+)
+
+// batchReserve is the memory a build inserting inserts items in batches of batch sets aside.
+func batchReserve(inserts, batch int64) int64 {
+	return inserts*buildBytesPerNew + min(batch, inserts)*batchBytesPerInsert
 }
 
 // buildCacheFloor is the least page cache a build reading through codes leaves itself when it

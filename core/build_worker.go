@@ -104,6 +104,25 @@ func (wk *worker) vector(id uint32) ([]byte, error) {
 	return v, nil
 }
 
+// exists reports whether item id has a vector, without rebuilding it from codes.
+func (wk *worker) exists(id uint32) (bool, error) {
+	b := wk.b
+	if !b.vecs.inRange(id) {
+		return false, nil
+	}
+	if p := b.vecs.get(id); p != nil {
+		return p != &absentVector, nil
+	}
+	if b.preloaded {
+		return false, nil
+	}
+	if b.codes != nil {
+		return b.codes.slot(id) >= 0, nil
+	}
+	v, err := wk.vector(id)
+	return v != nil, err
+}
+
 // diskLinks appends the links of id on layer as stored in the base graph.
 func (wk *worker) diskLinks(id uint32, layer int, dst []uint32) ([]uint32, error) {
 	b := wk.b

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 
 	"github.com/RoaringBitmap/roaring/v2"
 
@@ -31,10 +32,14 @@ type codes struct {
 	dense  []int32   // id -> slot+1 (0: no item), when ids are dense enough
 	sparse map[uint32]int32
 
-	// Layer-0 links of the first linksLoaded slots, preloaded while they fit the budget: the
-	// list of slot s is linkData[linkOff[s]:linkOff[s+1]], packed by packList.
-	linkOff     []uint32
-	linkData    []byte
+	// Layer-0 links of the first linksLoaded slots, preloaded while they fit the budget, in
+	// segments of linkSegSlots slots: the list of slot s, packed by packList, is
+	// linkSegs[s/linkSegSlots][start:linkEnd[s]], where start is linkEnd[s-1] within the same
+	// segment and 0 at a segment's first slot. A build replaces lists a segment at a time
+	// (replaceLinks), never holding a second copy of more than one segment.
+	linkEnd     []uint32
+	linkSegs    [][]byte
+	linkBytes   int64 // the segments' bytes
 	linksLoaded int32
 }
 
@@ -356,14 +361,23 @@ func (c *codes) dist(cq *codeQuery, slot int32) float32 {
 // bytes is the memory the codes and preloaded links hold.
 func (c *codes) bytes() int64 {
 	return int64(len(c.data)) + 4*int64(len(c.aux)) + 8*int64(len(c.refs)) + 4*int64(len(c.dense)) +
-		40*int64(len(c.sparse)) + 4*int64(cap(c.linkOff)) + int64(cap(c.linkData))
+		40*int64(len(c.sparse)) + c.linksBytes()
+}
+
+// linksBytes is the memory the preloaded links hold.
+func (c *codes) linksBytes() int64 {
+	return 4*int64(cap(c.linkEnd)) + 24*int64(cap(c.linkSegs)) + c.linkBytes
 }
 
 // linkSample is how many items' links set the size of the preloaded links' table.
 const linkSample = 1000
 
-// maxLinkData bounds the preloaded links' bytes, so that uint32 offsets address them.
-const maxLinkData = math.MaxUint32
+// linkSegShift sets the slots of a segment of preloaded links: 4,096, about 250 KB of lists of
+// 32 neighbours.
+const (
+	linkSegShift = 12
+	linkSegSlots = 1 << linkSegShift
+)
 
 // packList appends ids (ascending, as a links bitmap decodes) to dst as unsigned varints of
 // their differences: the first id, then each id minus the one before. Neighbours of an item
@@ -407,17 +421,29 @@ func unpackList(dst []uint32, b []byte) []uint32 {
 // into memory while they fit in budget bytes; the rest are read from the file when needed.
 func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 	n := len(c.aux)
-	offBytes := 4 * int64(n+1)
-	if n == 0 || budget < offBytes+2*int64(n) {
+	tables := 4*int64(n) + 24*int64(n/linkSegSlots+1)
+	if n == 0 || budget < tables+2*int64(n) {
 		return nil
 	}
-	room := min(budget-offBytes, maxLinkData)
-	c.linkOff = make([]uint32, 1, n+1)
+	room := budget - tables
+	c.linkEnd = make([]uint32, 0, n)
+	c.linkSegs = make([][]byte, 0, n/linkSegSlots+1)
 	ra := newReadAhead(filepath.Join(src.db.env.path, "data.mdb"), src.used, budget)
 	var next int32   // the next slot to fill
 	var one []uint32 // one item's links
+	var seg []byte   // the segment being filled, copied to its own slice once full
+	// fill records slot next's list (packed, possibly empty) and closes a full segment.
+	fill := func(packed []byte) {
+		seg = append(seg, packed...)
+		c.linkEnd = append(c.linkEnd, uint32(len(seg)))
+		next++
+		if next%linkSegSlots == 0 {
+			c.linkSegs = append(c.linkSegs, slices.Clone(seg))
+			c.linkBytes += int64(len(seg))
+			seg = seg[:0]
+		}
+	}
 	var packed []byte
-	sized := false // the table has its final size
 	err := scanPrefix(txn, src.db, ModePrefix(src.index, ModeLinks), func(k Key, v []byte) (bool, error) {
 		if k.Layer != 0 {
 			return true, nil
@@ -432,38 +458,78 @@ func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 			return false, fmt.Errorf("links of item %d on layer 0 of index %d: %w", k.Item, src.index, corruptf("%v", err))
 		}
 		packed = packList(packed[:0], one)
-		if need := len(c.linkData) + len(packed); need > cap(c.linkData) {
-			// Grow by doubling over the first linkSample items, then once to the expected
-			// total (with a quarter to spare), never past the budget; when that is full, stop:
-			// growing again would hold two copies at once.
-			if sized {
-				return false, nil
-			}
-			grow := max(2*cap(c.linkData), need)
-			if next >= linkSample {
-				grow = max(need, int(float64(len(c.linkData))/float64(next)*1.25*float64(n)))
-				sized = true
-			}
-			grow = int(min(int64(grow), room))
-			if grow < need {
-				return false, nil
-			}
-			c.linkData = append(make([]byte, 0, grow), c.linkData...)
+		if c.linkBytes+int64(len(seg)+len(packed)) > room || len(seg)+len(packed) > math.MaxUint32 {
+			return false, nil // full: the rest is read from the file
 		}
-		for ; next < s; next++ { // items without links
-			c.linkOff = append(c.linkOff, uint32(len(c.linkData)))
+		for next < s { // items without links
+			fill(nil)
 		}
-		c.linkData = append(c.linkData, packed...)
-		c.linkOff = append(c.linkOff, uint32(len(c.linkData)))
-		next = s + 1
+		fill(packed)
 		return true, nil
 	})
 	if err != nil {
-		c.linkOff, c.linkData, c.linksLoaded = nil, nil, 0
+		c.linkEnd, c.linkSegs, c.linkBytes, c.linksLoaded = nil, nil, 0, 0
 		return err
+	}
+	if len(seg) > 0 || next%linkSegSlots != 0 {
+		c.linkSegs = append(c.linkSegs, slices.Clone(seg))
+		c.linkBytes += int64(len(seg))
 	}
 	c.linksLoaded = next
 	return nil
+}
+
+// trimLinks drops preloaded links from the last segment down while they take more than budget
+// bytes (the lists dropped are read from the file again).
+func (c *codes) trimLinks(budget int64) {
+	for len(c.linkSegs) > 0 && c.linksBytes() > budget {
+		k := len(c.linkSegs) - 1
+		c.linkBytes -= int64(len(c.linkSegs[k]))
+		c.linkSegs[k] = nil
+		c.linkSegs = c.linkSegs[:k]
+		c.linksLoaded = int32(k) << linkSegShift
+	}
+	if len(c.linkSegs) == 0 {
+		c.linkEnd, c.linkSegs, c.linksLoaded = nil, nil, 0
+	}
+}
+
+// linkList returns the packed list of a preloaded slot.
+func (c *codes) linkList(s int32) []byte {
+	start := uint32(0)
+	if s%linkSegSlots != 0 {
+		start = c.linkEnd[s-1]
+	}
+	return c.linkSegs[s>>linkSegShift][start:c.linkEnd[s]]
+}
+
+// replaceLinks replaces the preloaded lists of slots (ascending, without repeats, each below
+// linksLoaded) with list(i) for slots[i] (ids ascending, without repeats), rebuilding each
+// segment they fall in: it holds a second copy of one segment at a time. Not safe for use
+// concurrently with readers of the links.
+func (c *codes) replaceLinks(slots []int32, list func(i int) []uint32) {
+	var seg []byte
+	for i := 0; i < len(slots) && slots[i] < c.linksLoaded; {
+		k := slots[i] >> linkSegShift
+		first := k << linkSegShift
+		last := min(first+linkSegSlots, c.linksLoaded)
+		old := c.linkSegs[k]
+		seg = seg[:0]
+		oldStart := uint32(0)
+		for s := first; s < last; s++ {
+			oldEnd := c.linkEnd[s]
+			if i < len(slots) && slots[i] == s {
+				seg = packList(seg, list(i))
+				i++
+			} else {
+				seg = append(seg, old[oldStart:oldEnd]...)
+			}
+			oldStart = oldEnd
+			c.linkEnd[s] = uint32(len(seg))
+		}
+		c.linkBytes += int64(len(seg) - len(old))
+		c.linkSegs[k] = slices.Clone(seg)
+	}
 }
 
 // reconstruct appends to dst the item value (tag, header, vector) of the vector the codes of
@@ -474,7 +540,15 @@ func (c *codes) reconstruct(dst []byte, slot int32, vec []float32) ([]byte, []fl
 	for d, q := range code {
 		vec = append(vec, c.lo[d]+float32(q)*c.step[d])
 	}
-	return c.metric.appendValue(dst, vec), vec
+	if c.metric != Cosine {
+		return c.metric.appendValue(dst, vec), vec
+	}
+	// The header is the norm, which encode kept (0 for a zero vector): computing it again the
+	// reference's way, as values written to the file must be, took a fifth of GloVe-50's
+	// insertion through codes under a memory limit.
+	dst = append(dst, TagItem)
+	dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(c.aux[slot]))
+	return vecmath.F32Bytes(dst, vec), vec
 }
 
 // links appends the preloaded layer-0 links of slot s to dst; ok is false if they were not
@@ -483,5 +557,5 @@ func (c *codes) links(s int32, dst []uint32) ([]uint32, bool) {
 	if s < 0 || s >= c.linksLoaded {
 		return dst, false
 	}
-	return unpackList(dst, c.linkData[c.linkOff[s]:c.linkOff[s+1]]), true
+	return unpackList(dst, c.linkList(s)), true
 }

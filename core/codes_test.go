@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"math"
 	"math/rand/v2"
@@ -208,8 +209,8 @@ func TestCompressedLinksPartlyInMemory(t *testing.T) {
 	txn, _ := snap.Acquire()
 	defer snap.Release(txn)
 	// Preload again with room for about a third of the lists.
-	part.codes.linkOff, part.codes.linkData, part.codes.linksLoaded = nil, nil, 0
-	budget := int64(4*2001) + int64(len(full.codes.linkData))/3
+	part.codes.linkEnd, part.codes.linkSegs, part.codes.linkBytes, part.codes.linksLoaded = nil, nil, 0, 0
+	budget := int64(4*2000+24) + full.codes.linkBytes/3
 	src := codeSource{db: db, metric: Euclidean, dims: 16, items: part.meta.Items, used: 1 << 30}
 	if err := part.codes.loadLinks(txn, src, budget); err != nil {
 		t.Fatal(err)
@@ -217,7 +218,7 @@ func TestCompressedLinksPartlyInMemory(t *testing.T) {
 	if n := part.codes.linksLoaded; n == 0 || n >= 2000 {
 		t.Fatalf("%d of 2000 items' links preloaded with a third of the room", n)
 	}
-	if b := 4*int64(cap(part.codes.linkOff)) + int64(cap(part.codes.linkData)); b > budget {
+	if b := part.codes.linksBytes(); b > budget {
 		t.Fatalf("preloaded links take %d bytes, budget %d", b, budget)
 	}
 	for id := uint32(0); id < 2000; id += 7 {
@@ -479,5 +480,130 @@ func TestPreloadedLinksAreTheFileLists(t *testing.T) {
 		if !ok || !slices.Equal(got, want) {
 			t.Fatalf("item %d: preloaded links %v (ok %v), the file has %v", id, got, ok, want)
 		}
+	}
+}
+
+// TestReplaceLinks replaces preloaded lists over several segments, some slots many times, and
+// checks every list against a model.
+func TestReplaceLinks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	n := 2*linkSegSlots + 1000
+	c := &codes{linkEnd: make([]uint32, n), linkSegs: make([][]byte, (n+linkSegSlots-1)/linkSegSlots), linksLoaded: int32(n)}
+	model := make([][]uint32, n)
+	randomList := func() []uint32 {
+		ids := make([]uint32, rng.IntN(40))
+		for i := range ids {
+			ids[i] = rng.Uint32N(1 << uint(1+rng.IntN(31)))
+		}
+		slices.Sort(ids)
+		return slices.Compact(ids)
+	}
+	replace := func(slots []int32) {
+		slices.Sort(slots)
+		slots = slices.Compact(slots)
+		lists := make([][]uint32, len(slots))
+		for i, s := range slots {
+			lists[i] = randomList()
+			model[s] = lists[i]
+		}
+		c.replaceLinks(slots, func(i int) []uint32 { return lists[i] })
+	}
+	all := make([]int32, n)
+	for i := range all {
+		all[i] = int32(i)
+	}
+	replace(all)
+	for round := 0; round < 20; round++ {
+		var slots []int32
+		for k := rng.IntN(500); k > 0; k-- {
+			slots = append(slots, rng.Int32N(int32(n)))
+		}
+		replace(slots)
+		var total int64
+		for _, seg := range c.linkSegs {
+			total += int64(len(seg))
+		}
+		if total != c.linkBytes {
+			t.Fatalf("round %d: segments hold %d bytes, linkBytes says %d", round, total, c.linkBytes)
+		}
+		for s := range n {
+			got, ok := c.links(int32(s), nil)
+			if !ok || !slices.Equal(got, model[s]) {
+				t.Fatalf("round %d, slot %d: %v, want %v", round, s, got, model[s])
+			}
+		}
+	}
+	// Trimming drops whole segments from the end and reads of those slots then miss.
+	c.trimLinks(c.linksBytes() - 1)
+	if c.linksLoaded != 2*linkSegSlots {
+		t.Fatalf("%d slots loaded after trimming one segment", c.linksLoaded)
+	}
+	if _, ok := c.links(int32(2*linkSegSlots), nil); ok {
+		t.Fatal("a trimmed slot still has preloaded links")
+	}
+	if got, _ := c.links(5, nil); !slices.Equal(got, model[5]) {
+		t.Fatalf("slot 5 after trimming: %v, want %v", got, model[5])
+	}
+}
+
+// TestBuildInBatches inserts through codes in small batches, moving changed lists into the
+// preloaded links between batches, and checks that the file is byte for byte the one an
+// insertion in one batch writes: lists are sets (pruning breaks ties by id), so where a list
+// lives between batches must not change what the build decides.
+func TestBuildInBatches(t *testing.T) {
+	for _, metric := range []Metric{Euclidean, Cosine} {
+		t.Run(metric.Name(), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(23, uint64(metric)))
+			vecs := clustered(rng, 3000, 24)
+			var dumps [2][][2][]byte
+			for i, batch := range []int{0, 97} {
+				env, db := testDB(t)
+				progress := &Progress{}
+				opts := BuildOptions{M: 8, EfConstruction: 48, Seed: 5, Threads: 1, ReadMode: ReadCompressed,
+					Progress: progress, insertBatch: batch}
+				for lo := uint32(0); lo < 3000; lo += 1000 {
+					m := map[uint32][]float32{}
+					for id := lo; id < lo+1000; id++ {
+						m[id] = vecs[id]
+					}
+					buildItems(t, env, db, 0, metric, 24, m, opts)
+				}
+				// Deletions and overwrites: repaired lists are in the table when batches begin.
+				update(t, env, func(txn *WriteTxn) error {
+					w, err := NewWriter(txn, db, 0, 24, metric)
+					if err != nil {
+						return err
+					}
+					for id := uint32(0); id < 3000; id += 25 {
+						if _, err := w.DelItem(txn, id); err != nil {
+							return err
+						}
+						if err := w.AddItem(txn, id+1, vecs[(id+1500)%3000]); err != nil {
+							return err
+						}
+					}
+					for id := uint32(3000); id < 3400; id++ {
+						if err := w.AddItem(txn, id, vecs[id-3000]); err != nil {
+							return err
+						}
+					}
+					return w.Build(context.Background(), txn, opts)
+				})
+				if got := progress.flushes.Load(); (got > 0) != (batch > 0) {
+					t.Fatalf("batch %d: %d flushes in the last build", batch, got)
+				}
+				checkGraph(t, env, db, 0, opts)
+				dumps[i] = dumpAll(t, env, db)
+			}
+			if len(dumps[0]) != len(dumps[1]) {
+				t.Fatalf("%d entries in batches, %d at once", len(dumps[1]), len(dumps[0]))
+			}
+			for i := range dumps[0] {
+				if !bytes.Equal(dumps[0][i][0], dumps[1][i][0]) || !bytes.Equal(dumps[0][i][1], dumps[1][i][1]) {
+					t.Fatalf("entry %d differs: key %x value %x in batches, key %x value %x at once", i,
+						dumps[1][i][0], dumps[1][i][1], dumps[0][i][0], dumps[0][i][1])
+				}
+			}
+		})
 	}
 }

@@ -120,6 +120,20 @@ func (t *table[T]) put(id uint32, v *T) {
 	s.mu.Unlock()
 }
 
+// del removes id (not concurrently with readers or writers of it).
+func (t *table[T]) del(id uint32) {
+	if t.dense != nil {
+		if int(id) < len(t.dense) {
+			t.dense[id].Store(nil)
+		}
+		return
+	}
+	s := &t.shards[hash32(id)%tableShards]
+	s.mu.Lock()
+	delete(s.m, id)
+	s.mu.Unlock()
+}
+
 // each calls fn for every stored id (not concurrently with writers).
 func (t *table[T]) each(fn func(id uint32, v *T)) {
 	if t.dense != nil {

@@ -3,11 +3,14 @@
 package core
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/RoaringBitmap/roaring/v2"
 )
 
 // loadLayer makes n's list on layer available in memory (from disk for an existing item), with
@@ -34,11 +37,11 @@ func (wk *worker) loadLayer(id uint32, n *node, layer int) (*layerLinks, error) 
 			n.dirty |= 1 << layer // drop self-links written by the reference
 			continue
 		}
-		v, err := wk.vector(x)
+		ok, err := wk.exists(x)
 		if err != nil {
 			return nil, err
 		}
-		if v == nil {
+		if !ok {
 			n.dirty |= 1 << layer
 			continue
 		}
@@ -237,18 +240,36 @@ func (b *builder) insertAll() error {
 		b.opts.Progress.add(1)
 	}
 	rest := order[i:]
-	b.adviseInserts(rest[:min(insertAhead, len(rest))]) // the next window: at j = 0 below
 	threads := min(b.opts.Threads, max(1, len(rest)/64))
+	workers := []*worker{wk}
+	for len(workers) < threads {
+		w, err := b.newWorker()
+		if err != nil {
+			return err
+		}
+		workers = append(workers, w)
+	}
+	batch := len(rest)
+	if b.insertBatch > 0 {
+		batch = b.insertBatch
+	}
+	for lo := 0; lo < len(rest); lo += batch {
+		if lo > 0 {
+			b.flushLists()
+		}
+		if err := b.insertParallel(workers, rest[lo:min(lo+batch, len(rest))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// insertParallel inserts items on the workers' goroutines.
+func (b *builder) insertParallel(workers []*worker, items []uint32) error {
+	b.adviseInserts(items[:min(insertAhead, len(items))]) // the next window: at j = 0 below
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for t := 0; t < threads; t++ {
-		wk := wk
-		if t > 0 {
-			if wk, err = b.newWorker(); err != nil {
-				b.fail(err)
-				break
-			}
-		}
+	for _, wk := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -265,13 +286,13 @@ func (b *builder) insertAll() error {
 					}
 				}
 				j := int(next.Add(1) - 1)
-				if j >= len(rest) {
+				if j >= len(items) {
 					return
 				}
-				if j%insertAhead == 0 && j+insertAhead < len(rest) {
-					b.adviseInserts(rest[j+insertAhead : min(j+2*insertAhead, len(rest))])
+				if j%insertAhead == 0 && j+insertAhead < len(items) {
+					b.adviseInserts(items[j+insertAhead : min(j+2*insertAhead, len(items))])
 				}
-				if err := wk.insert(rest[j], b.levels[rest[j]]); err != nil {
+				if err := wk.insert(items[j], b.levels[items[j]]); err != nil {
 					b.fail(err)
 					return
 				}
@@ -281,6 +302,51 @@ func (b *builder) insertAll() error {
 	}
 	wg.Wait()
 	return b.err
+}
+
+// flushLists moves the changed layer-0 lists of existing items from the node table into the
+// codes' preloaded links, between two batches of insertion (no worker runs): a list the next
+// batch needs is unpacked from there again, and writeLinks writes those of b.flushed from
+// there. Lists of new items, and of items with links above layer 0 in memory, stay.
+func (b *builder) flushLists() {
+	type entry struct {
+		slot int32
+		id   uint32
+	}
+	var moved []entry
+	b.nodes.each(func(id uint32, n *node) {
+		if n.fresh || len(n.layers) != 1 || !n.layers[0].loaded || n.dirty&^1 != 0 {
+			return
+		}
+		if s := b.codes.slot(id); s >= 0 && s < b.codes.linksLoaded {
+			moved = append(moved, entry{s, id})
+		}
+	})
+	slices.SortFunc(moved, func(x, y entry) int { return cmp.Compare(x.slot, y.slot) })
+	slots := make([]int32, 0, len(moved))
+	var ids []uint32 // the nodes of slots
+	for _, e := range moved {
+		if b.nodes.get(e.id).dirty != 0 {
+			slots = append(slots, e.slot)
+			ids = append(ids, e.id)
+		}
+	}
+	b.codes.replaceLinks(slots, func(i int) []uint32 {
+		ll := &b.nodes.get(ids[i]).layers[0]
+		slices.Sort(ll.ids)
+		ll.ids = slices.Compact(ll.ids)
+		return ll.ids
+	})
+	if b.flushed == nil {
+		b.flushed = roaring.New()
+	}
+	b.flushed.AddMany(ids)
+	if p := b.opts.Progress; p != nil {
+		p.flushes.Add(1)
+	}
+	for _, e := range moved {
+		b.nodes.del(e.id)
+	}
 }
 
 // insertAhead is how many items ahead of the insertion the pages of the vectors to insert are

@@ -40,16 +40,29 @@ func (b *builder) fixOrphans() error {
 		if len(counts) == 0 {
 			return nil
 		}
-		b.nodes.each(func(id uint32, n *node) {
-			for l := range n.layers {
-				for _, x := range n.layers[l].ids {
-					key := uint64(x)<<8 | uint64(l)
-					if c, ok := counts[key]; ok {
-						counts[key] = c + 1
-					}
+		count := func(ids []uint32, l int) {
+			for _, x := range ids {
+				key := uint64(x)<<8 | uint64(l)
+				if c, ok := counts[key]; ok {
+					counts[key] = c + 1
 				}
 			}
+		}
+		b.nodes.each(func(id uint32, n *node) {
+			for l := range n.layers {
+				count(n.layers[l].ids, l)
+			}
 		})
+		if b.flushed != nil { // changed lists moved out of the table: they can link to new items
+			var buf []uint32
+			for it := b.flushed.Iterator(); it.HasNext(); {
+				id := it.Next()
+				if n := b.nodes.get(id); n == nil || len(n.layers) == 0 || !n.layers[0].loaded {
+					buf, _ = b.codes.links(b.codes.slot(id), buf[:0])
+					count(buf, 0)
+				}
+			}
+		}
 		eps, top := b.topEntryPoints()
 		var orphans []uint64
 		for k, c := range counts {

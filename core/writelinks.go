@@ -13,7 +13,7 @@ import (
 func (b *builder) writeLinks() error {
 	type entry struct {
 		id uint32
-		n  *node
+		n  *node // nil: only a layer-0 list moved to the codes' links (b.flushed)
 	}
 	var changed []entry
 	b.nodes.each(func(id uint32, n *node) {
@@ -21,6 +21,14 @@ func (b *builder) writeLinks() error {
 			changed = append(changed, entry{id, n})
 		}
 	})
+	if b.flushed != nil {
+		for it := b.flushed.Iterator(); it.HasNext(); {
+			if id := it.Next(); b.nodes.get(id) == nil || b.nodes.get(id).dirty == 0 {
+				changed = append(changed, entry{id, nil})
+			}
+		}
+	}
+	fresh := func(e entry) bool { return e.n != nil && e.n.fresh }
 	// Write in a scattered (but deterministic) order: LMDB splits a full page in the middle, so
 	// keys written in ascending order leave every page half empty, while scattered writes fill
 	// pages to about 70%, as the reference's hash-map order does. But a build short of memory
@@ -31,13 +39,13 @@ func (b *builder) writeLinks() error {
 	short := b.readMode == ReadCompressed || b.readMode == ReadDisk
 	slices.SortFunc(changed, func(x, y entry) int {
 		if short {
-			if x.n.fresh != y.n.fresh {
-				if y.n.fresh {
+			if fresh(x) != fresh(y) {
+				if fresh(y) {
 					return -1
 				}
 				return 1
 			}
-			if !x.n.fresh {
+			if !fresh(x) {
 				return cmp.Compare(x.id, y.id)
 			}
 		}
@@ -54,13 +62,7 @@ func (b *builder) writeLinks() error {
 				return err
 			}
 		}
-		for l := range e.n.layers {
-			if e.n.dirty&(1<<l) == 0 || !e.n.layers[l].loaded {
-				continue
-			}
-			ids = append(ids[:0], e.n.layers[l].ids...)
-			slices.Sort(ids)
-			ids = slices.Compact(ids)
+		put := func(l int, ids []uint32) error {
 			var err error
 			if val, err = AppendLinksValue(val[:0], ids); err != nil {
 				return err
@@ -68,6 +70,28 @@ func (b *builder) writeLinks() error {
 			key = LinksKey(b.w.index, e.id, uint8(l)).Append(key[:0])
 			if err := b.txn.put(dbi, key, val); err != nil {
 				return fmt.Errorf("write links of item %d: %w", e.id, err)
+			}
+			return nil
+		}
+		var dirty uint64
+		if e.n != nil {
+			dirty = e.n.dirty
+			for l := range e.n.layers {
+				if dirty&(1<<l) == 0 || !e.n.layers[l].loaded {
+					continue
+				}
+				ids = append(ids[:0], e.n.layers[l].ids...)
+				slices.Sort(ids)
+				if err := put(l, slices.Compact(ids)); err != nil {
+					return err
+				}
+			}
+		}
+		if dirty&1 == 0 && b.flushed != nil && b.flushed.Contains(e.id) {
+			// Sorted and without repeats, as flushLists packed it.
+			ids, _ = b.codes.links(b.codes.slot(e.id), ids[:0])
+			if err := put(0, ids); err != nil {
+				return err
 			}
 		}
 		p.add(1)

@@ -48,6 +48,8 @@ type BuildOptions struct {
 	// insertBatch, for tests, sets the batches of an insertion through codes with every
 	// layer-0 list preloaded (0: planned from the budget; see builder.insertBatch).
 	insertBatch int
+	// linksLimit, for tests, sets the bytes planned for preloaded links (0: planned).
+	linksLimit int64
 }
 
 func (o *BuildOptions) normalize() error {
@@ -120,6 +122,7 @@ type Progress struct {
 	done, total atomic.Uint64
 	codes       atomic.Bool
 	flushes     atomic.Int64 // lists moved into preloaded links between batches (flushLists)
+	linkSlots   atomic.Int64 // items of the last commit whose layer-0 links were preloaded
 }
 
 // Compressed reports whether the build read the index's committed items through codes (see
@@ -490,6 +493,7 @@ func (b *builder) prepareCodes() error {
 		env.warm(used)
 		return nil
 	}
+	env.cool()
 	if mode != ReadCompressed {
 		return nil
 	}
@@ -520,25 +524,37 @@ func (b *builder) prepareCodes() error {
 	inserts := int64(len(b.toInsert))
 	reserve := inserts * buildBytesPerInsert
 	links := buildLinksBudget(budget, reserve, b.codes.bytes())
-	// Unless every layer-0 list fits beside the codes when the build's memory is that of its
-	// smallest batch: then they are all preloaded, and insertion goes in batches.
+	// Unless most layer-0 lists fit beside the codes when the build's memory is that of its
+	// smallest batch: then they are preloaded, and insertion goes in batches.
 	batched := inserts > minInsertBatch
 	if batched {
 		links = max(links, budget-batchReserve(inserts, minInsertBatch)-b.codes.bytes()-buildCacheFloor)
 	}
+	if b.opts.linksLimit > 0 {
+		links = b.opts.linksLimit
+	}
 	if err := b.codes.loadLinks(txn, src, links); err != nil {
 		return err
 	}
-	all := int(b.codes.linksLoaded) == len(b.codes.aux)
-	if b.opts.insertBatch > 0 && all {
+	if p := b.opts.Progress; p != nil {
+		p.linkSlots.Store(int64(b.codes.linksLoaded))
+	}
+	loaded := float64(b.codes.linksLoaded) / float64(max(len(b.codes.aux), 1))
+	switch {
+	case b.opts.insertBatch > 0:
 		b.insertBatch = b.opts.insertBatch
-	} else if batched && all {
-		left := budget - b.codes.bytes() - buildCacheFloor - inserts*buildBytesPerNew
-		if batch := max(left/batchBytesPerInsert, minInsertBatch); batch < inserts {
-			b.insertBatch = int(batch)
-			reserve = batchReserve(inserts, batch)
+	case batched && loaded >= minBatchedLinks:
+		// The lists of items whose links were not preloaded stay in the table to the end.
+		stay := int64((1 - loaded) * float64(inserts*batchBytesPerInsert))
+		if stay > 0 {
+			b.codes.trimLinks(b.codes.linksBytes() - stay)
 		}
-	} else if batched {
+		left := budget - b.codes.bytes() - buildCacheFloor - inserts*buildBytesPerNew - stay
+		if batch := min(max(left/batchBytesPerInsert, minInsertBatch), maxInsertBatch); batch < inserts {
+			b.insertBatch = int(batch)
+			reserve = batchReserve(inserts, batch) + stay
+		}
+	case batched:
 		b.codes.trimLinks(buildLinksBudget(budget, reserve, b.codes.bytes()-b.codes.linksBytes()))
 	}
 	// What the Go heap needs from here on is known: the codes, the links and the graph. Holding
@@ -557,6 +573,10 @@ const (
 	buildBytesPerNew    = 256
 	batchBytesPerInsert = 1536
 	minInsertBatch      = 2048
+	maxInsertBatch      = 4096
+	// minBatchedLinks is the least part of the lists preloaded for batches: below it the
+	// build keeps its memory for the page cache, planned as before batches.
+	minBatchedLinks = 0.5
 )
 
 // batchReserve is the memory a build inserting inserts items in batches of batch sets aside.

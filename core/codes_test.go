@@ -555,12 +555,19 @@ func TestBuildInBatches(t *testing.T) {
 		t.Run(metric.Name(), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(23, uint64(metric)))
 			vecs := clustered(rng, 3000, 24)
-			var dumps [2][][2][]byte
-			for i, batch := range []int{0, 97} {
+			// At once; in batches of 97; in batches with a part of the lists preloaded (the
+			// others stay in the table).
+			variants := []struct {
+				batch int
+				links int64
+			}{{0, 0}, {97, 0}, {97, 4*3400 + 24 + 25000}}
+			var dumps [3][][2][]byte
+			for i, v := range variants {
+				batch := v.batch
 				env, db := testDB(t)
 				progress := &Progress{}
 				opts := BuildOptions{M: 8, EfConstruction: 48, Seed: 5, Threads: 1, ReadMode: ReadCompressed,
-					Progress: progress, insertBatch: batch}
+					Progress: progress, insertBatch: batch, linksLimit: v.links}
 				for lo := uint32(0); lo < 3000; lo += 1000 {
 					m := map[uint32][]float32{}
 					for id := lo; id < lo+1000; id++ {
@@ -592,16 +599,22 @@ func TestBuildInBatches(t *testing.T) {
 				if got := progress.flushes.Load(); (got > 0) != (batch > 0) {
 					t.Fatalf("batch %d: %d flushes in the last build", batch, got)
 				}
+				// The last build starts from 3,000 items.
+				if got := progress.linkSlots.Load(); (got == 3000) != (v.links == 0) || got == 0 {
+					t.Fatalf("variant %d: links of %d of 3000 items preloaded", i, got)
+				}
 				checkGraph(t, env, db, 0, opts)
 				dumps[i] = dumpAll(t, env, db)
 			}
-			if len(dumps[0]) != len(dumps[1]) {
-				t.Fatalf("%d entries in batches, %d at once", len(dumps[1]), len(dumps[0]))
-			}
-			for i := range dumps[0] {
-				if !bytes.Equal(dumps[0][i][0], dumps[1][i][0]) || !bytes.Equal(dumps[0][i][1], dumps[1][i][1]) {
-					t.Fatalf("entry %d differs: key %x value %x in batches, key %x value %x at once", i,
-						dumps[1][i][0], dumps[1][i][1], dumps[0][i][0], dumps[0][i][1])
+			for v := 1; v < len(dumps); v++ {
+				if len(dumps[0]) != len(dumps[v]) {
+					t.Fatalf("variant %d: %d entries, %d at once", v, len(dumps[v]), len(dumps[0]))
+				}
+				for i := range dumps[0] {
+					if !bytes.Equal(dumps[0][i][0], dumps[v][i][0]) || !bytes.Equal(dumps[0][i][1], dumps[v][i][1]) {
+						t.Fatalf("variant %d, entry %d differs: key %x value %x, key %x value %x at once", v, i,
+							dumps[v][i][0], dumps[v][i][1], dumps[0][i][0], dumps[0][i][1])
+					}
 				}
 			}
 		})

@@ -241,6 +241,23 @@ func (e *Env) warm(used int64) {
 	go willNeedPaced(start+from, to-from)
 }
 
+// cool undoes warm once the file no longer fits in memory: the range it advised MADV_NORMAL
+// goes back to MADV_RANDOM, so that a fault reads its own page rather than the pages around it,
+// which a page cache smaller than the file drops before they are used. (A chunked build under a
+// memory limit warms the file while it fits, then goes on through codes; GloVe-50's stalled in
+// its sixth chunk that way, where the same chunk added by a new process took 18 s.)
+func (e *Env) cool() {
+	e.warmMu.Lock()
+	defer e.warmMu.Unlock()
+	if e.warmed == 0 {
+		return
+	}
+	if start, length, ok := fileMapping(filepath.Join(e.path, "data.mdb")); ok {
+		advise(start, min(uintptr(e.warmed), length), adviceRandom)
+	}
+	e.warmed = 0
+}
+
 // beginRoom reserves the room a new write transaction of an MDB_WRITEMAP environment stores
 // into first (see roomGuard). It runs once the transaction holds the write lock, so the used
 // size is that of the last commit of any process.

@@ -14,6 +14,7 @@ import (
 // Kernel advice for a range of the memory map (madvise(2)).
 const (
 	adviceNormal   = 0 // MADV_NORMAL: read around each fault (what the kernel does unless told)
+	adviceRandom   = 1 // MADV_RANDOM: read only the page of each fault (LMDB's MDB_NORDAHEAD)
 	adviceWillNeed = 3 // MADV_WILLNEED: start reading the range now, without waiting
 )
 

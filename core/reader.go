@@ -157,6 +157,9 @@ func OpenSnapshotReaderWith(snap *Snapshot, db *Database, index uint16, metric M
 	if plan.Mode == ReadCompressed && !metric.quantizable() {
 		plan.Mode = ReadDisk
 	}
+	if plan.Mode != ReadMemory {
+		env.cool() // a file warmed while it fit
+	}
 	switch plan.Mode {
 	case ReadMemory:
 		env.warm(plan.FileBytes)

@@ -620,3 +620,27 @@ func TestBuildInBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestCompressedBuildCoolsWarmedFile: a build that reads through codes, after one that warmed
+// the file while it fit, takes back the warm-up's read-around advice.
+func TestCompressedBuildCoolsWarmedFile(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	vecs := clustered(rng, 1500, 16)
+	env, db := testDB(t)
+	warmed := func() int64 {
+		env.warmMu.Lock()
+		defer env.warmMu.Unlock()
+		return env.warmed
+	}
+	for i, mode := range []ReadMode{ReadMemory, ReadMemory, ReadCompressed} {
+		m := map[uint32][]float32{}
+		for id := uint32(i * 500); id < uint32(i*500+500); id++ {
+			m[id] = vecs[id]
+		}
+		buildItems(t, env, db, 0, Euclidean, 16, m, BuildOptions{Seed: 3, ReadMode: mode})
+		if got := warmed(); (got > 0) != (mode == ReadMemory && i > 0) {
+			t.Fatalf("build %d (%v): %d bytes advised to be read around", i, mode, got)
+		}
+	}
+	checkGraph(t, env, db, 0, BuildOptions{Seed: 3})
+}

@@ -73,6 +73,9 @@ func newTable[T any](maxID uint32, count uint64) *table[T] {
 	return t
 }
 
+// size is the number of slots of a dense table (0 for a sharded one).
+func (t *table[T]) size() int { return len(t.dense) }
+
 // inRange reports whether id can be stored.
 func (t *table[T]) inRange(id uint32) bool { return t.dense == nil || int(id) < len(t.dense) }
 

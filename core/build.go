@@ -555,7 +555,11 @@ func (b *builder) prepareCodes() error {
 		}
 	}
 	if batched && b.insertBatch == 0 {
-		b.codes.trimLinks(buildLinksBudget(budget, reserve, b.codes.bytes()-b.codes.linksBytes()))
+		before := b.codes.linksBytes()
+		b.codes.trimLinks(buildLinksBudget(budget, reserve, b.codes.bytes()-before))
+		if b.codes.linksBytes() < before {
+			debug.FreeOSMemory() // the lists dropped, before the graph needs the memory
+		}
 	}
 	// What the Go heap needs from here on is known: the codes, the links and the graph. Holding
 	// it to that (with a margin for the collector) leaves the rest to the page cache.

@@ -17,7 +17,7 @@
 //	build.go                         the HNSW build: options, progress, its steps in order, metadata
 //	build_worker.go                  build workers: vector and link access, layer search, selection
 //	graph.go                         the build's in-memory nodes and id tables
-//	insert.go                        inserting new and overwritten items
+//	insert.go                        inserting new and overwritten items, in batches under a memory limit
 //	repair.go                        repairing the links of deleted items
 //	writelinks.go                    writing the changed links back
 //	reachability.go                  reconnecting orphaned items, making layer 0 reachable

@@ -369,9 +369,6 @@ func (c *codes) linksBytes() int64 {
 	return 4*int64(cap(c.linkEnd)) + 24*int64(cap(c.linkSegs)) + c.linkBytes
 }
 
-// linkSample is how many items' links set the size of the preloaded links' table.
-const linkSample = 1000
-
 // linkSegShift sets the slots of a segment of preloaded links: 4,096, about 250 KB of lists of
 // 32 neighbours.
 const (
@@ -471,7 +468,11 @@ func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 		c.linkEnd, c.linkSegs, c.linkBytes, c.linksLoaded = nil, nil, 0, 0
 		return err
 	}
-	if len(seg) > 0 || next%linkSegSlots != 0 {
+	if next == 0 {
+		c.linkEnd, c.linkSegs = nil, nil
+		return nil
+	}
+	if next%linkSegSlots != 0 {
 		c.linkSegs = append(c.linkSegs, slices.Clone(seg))
 		c.linkBytes += int64(len(seg))
 	}

@@ -150,9 +150,9 @@ func (b *builder) ensureReachable() error {
 				}
 				for _, y := range buf {
 					if !reached.Contains(y) {
-						if v, err := wk.vector(y); err != nil {
+						if ok, err := wk.exists(y); err != nil {
 							return err
-						} else if v != nil {
+						} else if ok {
 							reached.Add(y)
 							queue = append(queue, y)
 						}

@@ -245,6 +245,10 @@ type builder struct {
 	// than with the chunk.
 	insertBatch int
 	flushed     *roaring.Bitmap
+	// newLists holds the layer-0 lists of new items (slot: the item's index in toInsert)
+	// that flushLists moved out of the table, newMoved which items those are.
+	newLists *packedLists
+	newMoved *roaring.Bitmap
 
 	// heap holds the Go heap to the memory budget while the build runs (nil: not capped).
 	heap *goHeapCap
@@ -548,7 +552,7 @@ func (b *builder) prepareCodes() error {
 		if stay > 0 {
 			b.codes.trimLinks(b.codes.linksBytes() - stay)
 		}
-		left := budget - b.codes.bytes() - buildCacheFloor - inserts*buildBytesPerNew - stay
+		left := budget - b.codes.bytes() - buildCacheFloor - inserts*movedNewBytes - stay
 		if batch := min(max(left/batchBytesPerInsert, minInsertBatch), maxInsertBatch); batch < inserts && loaded() >= minBatchedLinks {
 			b.insertBatch = int(batch)
 			reserve = batchReserve(inserts, batch) + stay
@@ -576,14 +580,15 @@ func (b *builder) prepareCodes() error {
 	return nil
 }
 
-// Insertion in batches (see builder.insertBatch): the node table holds the lists of the new
-// items (buildBytesPerNew each) and those of the existing items one batch changes
-// (batchBytesPerInsert an insertion, with the insertion's own; measured on GloVe-50: 46 MiB
-// for 33,250 insertions into 365,750 items, of which 171,000 existing items' lists, about 236
-// bytes a list). A batch is never smaller than minInsertBatch: each flush rewrites every
-// segment of the preloaded links it touches.
+// Insertion in batches (see builder.insertBatch): the node table holds the lists one batch
+// changes, of new and existing items (batchBytesPerInsert an insertion; measured on GloVe-50:
+// 46 MiB for 33,250 insertions into 365,750 items, 204,000 lists, about 236 bytes a list), and
+// the lists of the batches before, moved out of the table and packed, take movedNewBytes per
+// new item (its packed list and its offset; items with upper layers stay in the table). A batch
+// is never smaller than minInsertBatch: each flush rewrites every segment of the packed lists
+// it touches.
 const (
-	buildBytesPerNew    = 256
+	movedNewBytes       = 96
 	batchBytesPerInsert = 1536
 	minInsertBatch      = 2048
 	maxInsertBatch      = 4096
@@ -594,7 +599,7 @@ const (
 
 // batchReserve is the memory a build inserting inserts items in batches of batch sets aside.
 func batchReserve(inserts, batch int64) int64 {
-	return inserts*buildBytesPerNew + min(batch, inserts)*batchBytesPerInsert
+	return inserts*movedNewBytes + min(batch, inserts)*batchBytesPerInsert
 }
 
 // buildCacheFloor is the least page cache a build reading through codes leaves itself when it

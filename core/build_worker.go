@@ -161,7 +161,14 @@ func (wk *worker) neighbours(id uint32, layer int, dst []uint32) ([]uint32, erro
 		fresh := n.fresh
 		n.mu.Unlock()
 		if fresh {
+			if layer == 0 {
+				dst, _ = wk.b.movedNewList(id, dst)
+			}
 			return dst, nil
+		}
+	} else if layer == 0 {
+		if out, ok := wk.b.movedNewList(id, dst); ok {
+			return out, nil
 		}
 	}
 	return wk.diskLinks(id, layer, dst)

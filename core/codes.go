@@ -32,15 +32,26 @@ type codes struct {
 	dense  []int32   // id -> slot+1 (0: no item), when ids are dense enough
 	sparse map[uint32]int32
 
-	// Layer-0 links of the first linksLoaded slots, preloaded while they fit the budget, in
-	// segments of linkSegSlots slots: the list of slot s, packed by packList, is
-	// linkSegs[s/linkSegSlots][start:linkEnd[s]], where start is linkEnd[s-1] within the same
-	// segment and 0 at a segment's first slot. A build replaces lists a segment at a time
-	// (replaceLinks), never holding a second copy of more than one segment.
+	// Layer-0 links of the first linksLoaded slots, preloaded while they fit the budget.
+	packedLists
+}
+
+// packedLists holds the neighbour lists of slots 0 to linksLoaded-1, packed by packList, in
+// segments of linkSegSlots slots: the list of slot s is linkSegs[s/linkSegSlots][start:linkEnd[s]],
+// where start is linkEnd[s-1] within the same segment and 0 at a segment's first slot. A build
+// replaces lists a segment at a time (replaceLinks), never holding a second copy of more than
+// one segment.
+type packedLists struct {
 	linkEnd     []uint32
 	linkSegs    [][]byte
 	linkBytes   int64 // the segments' bytes
 	linksLoaded int32
+}
+
+// newPackedLists holds n empty lists.
+func newPackedLists(n int) *packedLists {
+	return &packedLists{linkEnd: make([]uint32, n), linkSegs: make([][]byte, (n+linkSegSlots-1)/linkSegSlots),
+		linksLoaded: int32(n)}
 }
 
 // quantizable reports whether a metric's readers can walk with codes: the float metrics (the
@@ -364,8 +375,8 @@ func (c *codes) bytes() int64 {
 		40*int64(len(c.sparse)) + c.linksBytes()
 }
 
-// linksBytes is the memory the preloaded links hold.
-func (c *codes) linksBytes() int64 {
+// linksBytes is the memory the lists hold.
+func (c *packedLists) linksBytes() int64 {
 	return 4*int64(cap(c.linkEnd)) + 24*int64(cap(c.linkSegs)) + c.linkBytes
 }
 
@@ -482,7 +493,7 @@ func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 
 // trimLinks drops preloaded links from the last segment down while they take more than budget
 // bytes (the lists dropped are read from the file again).
-func (c *codes) trimLinks(budget int64) {
+func (c *packedLists) trimLinks(budget int64) {
 	for len(c.linkSegs) > 0 && c.linksBytes() > budget {
 		k := len(c.linkSegs) - 1
 		c.linkBytes -= int64(len(c.linkSegs[k]))
@@ -496,7 +507,7 @@ func (c *codes) trimLinks(budget int64) {
 }
 
 // linkList returns the packed list of a preloaded slot.
-func (c *codes) linkList(s int32) []byte {
+func (c *packedLists) linkList(s int32) []byte {
 	start := uint32(0)
 	if s%linkSegSlots != 0 {
 		start = c.linkEnd[s-1]
@@ -508,7 +519,7 @@ func (c *codes) linkList(s int32) []byte {
 // linksLoaded) with list(i) for slots[i] (ids ascending, without repeats), rebuilding each
 // segment they fall in: it holds a second copy of one segment at a time. Not safe for use
 // concurrently with readers of the links.
-func (c *codes) replaceLinks(slots []int32, list func(i int) []uint32) {
+func (c *packedLists) replaceLinks(slots []int32, list func(i int) []uint32) {
 	var seg []byte
 	for i := 0; i < len(slots) && slots[i] < c.linksLoaded; {
 		k := slots[i] >> linkSegShift
@@ -554,7 +565,7 @@ func (c *codes) reconstruct(dst []byte, slot int32, vec []float32) ([]byte, []fl
 
 // links appends the preloaded layer-0 links of slot s to dst; ok is false if they were not
 // preloaded.
-func (c *codes) links(s int32, dst []uint32) ([]uint32, bool) {
+func (c *packedLists) links(s int32, dst []uint32) ([]uint32, bool) {
 	if s < 0 || s >= c.linksLoaded {
 		return dst, false
 	}

@@ -488,7 +488,7 @@ func TestPreloadedLinksAreTheFileLists(t *testing.T) {
 func TestReplaceLinks(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
 	n := 2*linkSegSlots + 1000
-	c := &codes{linkEnd: make([]uint32, n), linkSegs: make([][]byte, (n+linkSegSlots-1)/linkSegSlots), linksLoaded: int32(n)}
+	c := newPackedLists(n)
 	model := make([][]uint32, n)
 	randomList := func() []uint32 {
 		ids := make([]uint32, rng.IntN(40))
@@ -643,4 +643,43 @@ func TestCompressedBuildCoolsWarmedFile(t *testing.T) {
 		}
 	}
 	checkGraph(t, env, db, 0, BuildOptions{Seed: 3})
+}
+
+// TestBuildInBatchesThreads inserts in batches on two goroutines (run under -race in CI): the
+// graph stays valid and its recall that of a build in one batch.
+func TestBuildInBatchesThreads(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	vecs := clustered(rng, 4000, 24)
+	var queries [][]float32
+	for _, v := range clustered(rng, 100, 24) {
+		queries = append(queries, v)
+	}
+	all := map[uint32][]float32{}
+	for id, v := range vecs {
+		all[id] = v
+	}
+	var recall [2]float64
+	for i, batch := range []int{0, 64} {
+		env, db := testDB(t)
+		progress := &Progress{}
+		opts := BuildOptions{M: 8, EfConstruction: 48, Seed: 6, Threads: 2, ReadMode: ReadCompressed,
+			Progress: progress, insertBatch: batch}
+		for lo := uint32(0); lo < 4000; lo += 1000 {
+			m := map[uint32][]float32{}
+			for id := lo; id < lo+1000; id++ {
+				m[id] = vecs[id]
+			}
+			buildItems(t, env, db, 0, Euclidean, 24, m, opts)
+		}
+		if got := progress.flushes.Load(); (got > 0) != (batch > 0) {
+			t.Fatalf("batch %d: %d flushes in the last build", batch, got)
+		}
+		checkGraph(t, env, db, 0, opts)
+		r, txn := openReader(t, env, db, 0, Euclidean)
+		recall[i] = recallAt(t, r, txn, Euclidean, all, queries, 10, 64)
+	}
+	t.Logf("recall@10 at ef 64: one batch %.4f, batches of 64 %.4f", recall[0], recall[1])
+	if recall[1] < recall[0]-0.03 {
+		t.Fatalf("recall@10 %.4f in batches against %.4f in one", recall[1], recall[0])
+	}
 }

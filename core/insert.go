@@ -13,6 +13,50 @@ import (
 	"github.com/RoaringBitmap/roaring/v2"
 )
 
+// node returns the node of id, adding an empty one (fresh for a new item) if it has none.
+func (b *builder) node(id uint32) *node {
+	if n := b.nodes.get(id); n != nil {
+		return n
+	}
+	return b.nodes.getOrPut(id, &node{fresh: b.isFresh(id)})
+}
+
+// isFresh reports whether id is a new item of this build (no links on disk).
+func (b *builder) isFresh(id uint32) bool {
+	if _, ok := b.levels[id]; !ok {
+		return false
+	}
+	_, overwritten := b.oldLevels[id]
+	return !overwritten
+}
+
+// newSlot is the slot of a new item in newLists: its index in toInsert (ascending).
+func (b *builder) newSlot(id uint32) int32 {
+	i, _ := slices.BinarySearch(b.toInsert, id)
+	return int32(i)
+}
+
+// movedNewList appends the layer-0 list of a new item that flushLists moved out of the table;
+// ok is false if it has not been moved.
+func (b *builder) movedNewList(id uint32, dst []uint32) ([]uint32, bool) {
+	if b.newMoved == nil || !b.newMoved.Contains(id) {
+		return dst, false
+	}
+	return b.newLists.links(b.newSlot(id), dst)
+}
+
+// movedList appends the layer-0 list flushLists moved out of the table for id, a new item's or
+// an existing one's.
+func (b *builder) movedList(id uint32, dst []uint32) ([]uint32, bool) {
+	if out, ok := b.movedNewList(id, dst); ok {
+		return out, true
+	}
+	if b.flushed == nil || !b.flushed.Contains(id) {
+		return dst, false
+	}
+	return b.codes.links(b.codes.slot(id), dst)
+}
+
 // loadLayer makes n's list on layer available in memory (from disk for an existing item), with
 // links to items without a vector removed. n.mu must be held.
 func (wk *worker) loadLayer(id uint32, n *node, layer int) (*layerLinks, error) {
@@ -22,6 +66,9 @@ func (wk *worker) loadLayer(id uint32, n *node, layer int) (*layerLinks, error) 
 	}
 	ll.loaded = true
 	if n.fresh {
+		if layer == 0 {
+			ll.ids, _ = wk.b.movedNewList(id, ll.ids[:0])
+		}
 		return ll, nil
 	}
 	ids, err := wk.diskLinks(id, layer, wk.loadBuf[:0])
@@ -78,7 +125,7 @@ func (wk *worker) addLink(p, q uint32, d float32, layer int) error {
 	if p == q {
 		return nil
 	}
-	n := wk.b.nodes.getOrPut(p, &node{})
+	n := wk.b.node(p)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	ll, err := wk.loadLayer(p, n, layer)
@@ -108,7 +155,7 @@ func (wk *worker) addLink(p, q uint32, d float32, layer int) error {
 	// items are all checked anyway.)
 	for _, c := range cands {
 		if !slices.ContainsFunc(sel, func(s scored) bool { return s.id == c.id }) {
-			if cn := wk.b.nodes.get(c.id); cn == nil || !cn.fresh || wk.b.relinking {
+			if !wk.b.isFresh(c.id) || wk.b.relinking {
 				wk.b.noteDropped(c.id, layer)
 			}
 		}
@@ -146,7 +193,7 @@ func (b *builder) setLinkIDs(q uint32, layer int, ids []uint32) {
 
 // setList replaces the list of q on layer with the n ids fill appends.
 func (b *builder) setList(q uint32, layer, n int, fill func([]uint32) []uint32) {
-	nd := b.nodes.getOrPut(q, &node{})
+	nd := b.node(q)
 	nd.mu.Lock()
 	ll := nd.layer(layer)
 	ll.loaded = true
@@ -179,7 +226,7 @@ func (wk *worker) insert(q uint32, level int) error {
 	// Every layer of q that has no list on disk gets one (empty until linked), so that a links
 	// entry exists for each of its layers.
 	oldLevel, overwritten := b.oldLevels[q]
-	n := b.nodes.getOrPut(q, &node{})
+	n := b.node(q)
 	n.mu.Lock()
 	for l := 0; l <= level; l++ {
 		if !overwritten || l > oldLevel {
@@ -252,6 +299,7 @@ func (b *builder) insertAll() error {
 	batch := len(rest)
 	if b.insertBatch > 0 {
 		batch = b.insertBatch
+		b.newLists, b.newMoved = newPackedLists(len(b.toInsert)), roaring.New()
 	}
 	for lo := 0; lo < len(rest); lo += batch {
 		if lo > 0 {
@@ -304,24 +352,43 @@ func (b *builder) insertParallel(workers []*worker, items []uint32) error {
 	return b.err
 }
 
-// flushLists moves the changed layer-0 lists of existing items from the node table into the
-// codes' preloaded links, between two batches of insertion (no worker runs): a list the next
-// batch needs is unpacked from there again, and writeLinks writes those of b.flushed from
-// there. Lists of new items, and of items with links above layer 0 in memory, stay.
+// flushLists moves layer-0 lists out of the node table between two batches of insertion (no
+// worker runs): those of existing items into the codes' preloaded links, those of new items
+// into newLists. A list the next batch needs is unpacked from there again, and writeLinks
+// writes those of b.flushed and b.newMoved from there. Lists of items with links above layer 0
+// in memory stay.
 func (b *builder) flushLists() {
 	type entry struct {
 		slot int32
 		id   uint32
 	}
-	var moved []entry
+	var moved, movedNew []entry
 	b.nodes.each(func(id uint32, n *node) {
-		if n.fresh || len(n.layers) != 1 || !n.layers[0].loaded || n.dirty&^1 != 0 {
+		if len(n.layers) != 1 || !n.layers[0].loaded || n.dirty&^1 != 0 {
 			return
 		}
-		if s := b.codes.slot(id); s >= 0 && s < b.codes.linksLoaded {
+		if n.fresh {
+			movedNew = append(movedNew, entry{b.newSlot(id), id})
+		} else if s := b.codes.slot(id); s >= 0 && s < b.codes.linksLoaded {
 			moved = append(moved, entry{s, id})
 		}
 	})
+	// New items' lists: each is written at the end (a new item's list always is).
+	slices.SortFunc(movedNew, func(x, y entry) int { return cmp.Compare(x.slot, y.slot) })
+	newSlots := make([]int32, len(movedNew))
+	for i, e := range movedNew {
+		newSlots[i] = e.slot
+	}
+	b.newLists.replaceLinks(newSlots, func(i int) []uint32 {
+		ll := &b.nodes.get(movedNew[i].id).layers[0]
+		slices.Sort(ll.ids)
+		ll.ids = slices.Compact(ll.ids)
+		return ll.ids
+	})
+	for _, e := range movedNew {
+		b.newMoved.Add(e.id)
+		b.nodes.del(e.id)
+	}
 	slices.SortFunc(moved, func(x, y entry) int { return cmp.Compare(x.slot, y.slot) })
 	slots := make([]int32, 0, len(moved))
 	var ids []uint32 // the nodes of slots

@@ -23,7 +23,7 @@ func (b *builder) fixOrphans() error {
 		counts := map[uint64]int{}
 		if round == 0 {
 			for _, id := range b.toInsert {
-				if n := b.nodes.get(id); n != nil && n.fresh {
+				if b.isFresh(id) {
 					for l := 0; l <= b.levels[id]; l++ {
 						counts[uint64(id)<<8|uint64(l)] = 0
 					}
@@ -53,12 +53,16 @@ func (b *builder) fixOrphans() error {
 				count(n.layers[l].ids, l)
 			}
 		})
-		if b.flushed != nil { // changed lists moved out of the table: they can link to new items
-			var buf []uint32
-			for it := b.flushed.Iterator(); it.HasNext(); {
+		// Lists moved out of the table (flushLists) can link to new items too.
+		var buf []uint32
+		for _, moved := range []*roaring.Bitmap{b.flushed, b.newMoved} {
+			if moved == nil {
+				continue
+			}
+			for it := moved.Iterator(); it.HasNext(); {
 				id := it.Next()
 				if n := b.nodes.get(id); n == nil || len(n.layers) == 0 || !n.layers[0].loaded {
-					buf, _ = b.codes.links(b.codes.slot(id), buf[:0])
+					buf, _ = b.movedList(id, buf[:0])
 					count(buf, 0)
 				}
 			}
@@ -75,7 +79,7 @@ func (b *builder) fixOrphans() error {
 			} else if v == nil {
 				continue
 			}
-			if n := b.nodes.get(id); n == nil || !n.fresh {
+			if !b.isFresh(id) {
 				linked, err := wk.linkedNearby(id, l)
 				if err != nil {
 					return err

@@ -237,7 +237,7 @@ func (wk *worker) reconnect(id uint32, layer int, seeds []scored) error {
 	}
 	// Every candidate pruned it: take the place of the nearest item's farthest link.
 	w := found[0]
-	n := wk.b.nodes.getOrPut(w.id, &node{})
+	n := wk.b.node(w.id)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	ll, err := wk.loadLayer(w.id, n, layer)

@@ -6,29 +6,35 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+
+	"github.com/RoaringBitmap/roaring/v2"
 )
 
 // writeLinks writes the lists that changed, deletes the links of deleted items, and removes
 // links of overwritten items above their new level (none: they keep their level).
 func (b *builder) writeLinks() error {
 	type entry struct {
-		id uint32
-		n  *node // nil: only a layer-0 list moved to the codes' links (b.flushed)
+		id    uint32
+		n     *node // nil: only a layer-0 list moved out of the table (flushLists)
+		fresh bool
 	}
 	var changed []entry
 	b.nodes.each(func(id uint32, n *node) {
 		if n.dirty != 0 {
-			changed = append(changed, entry{id, n})
+			changed = append(changed, entry{id, n, n.fresh})
 		}
 	})
-	if b.flushed != nil {
-		for it := b.flushed.Iterator(); it.HasNext(); {
+	for _, moved := range []*roaring.Bitmap{b.flushed, b.newMoved} {
+		if moved == nil {
+			continue
+		}
+		for it := moved.Iterator(); it.HasNext(); {
 			if id := it.Next(); b.nodes.get(id) == nil || b.nodes.get(id).dirty == 0 {
-				changed = append(changed, entry{id, nil})
+				changed = append(changed, entry{id, nil, moved == b.newMoved})
 			}
 		}
 	}
-	fresh := func(e entry) bool { return e.n != nil && e.n.fresh }
+	fresh := func(e entry) bool { return e.fresh }
 	// Write in a scattered (but deterministic) order: LMDB splits a full page in the middle, so
 	// keys written in ascending order leave every page half empty, while scattered writes fill
 	// pages to about 70%, as the reference's hash-map order does. But a build short of memory
@@ -87,11 +93,13 @@ func (b *builder) writeLinks() error {
 				}
 			}
 		}
-		if dirty&1 == 0 && b.flushed != nil && b.flushed.Contains(e.id) {
+		if dirty&1 == 0 {
 			// Sorted and without repeats, as flushLists packed it.
-			ids, _ = b.codes.links(b.codes.slot(e.id), ids[:0])
-			if err := put(0, ids); err != nil {
-				return err
+			var moved bool
+			if ids, moved = b.movedList(e.id, ids[:0]); moved {
+				if err := put(0, ids); err != nil {
+					return err
+				}
 			}
 		}
 		p.add(1)

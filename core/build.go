@@ -571,7 +571,7 @@ func (b *builder) prepareCodes() error {
 		// In batches the graph's memory is planned closely: the margin is the tables by id
 		// and a little room for garbage. (With the margin below, the Go runtime held 18 MiB
 		// above its live objects through GloVe-50's chunks under the limit, out of the page
-		// cache: the chunks that faulted most took 3-7x their time in memory.)
+		// cache: the chunks that faulted most took 6-8x their time in memory.)
 		tables := 16*int64(b.vecs.size()) + 64*inserts
 		b.heap.lower(b.codes.bytes() + reserve + tables + 8<<20)
 		return nil

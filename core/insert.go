@@ -21,13 +21,13 @@ func (b *builder) node(id uint32) *node {
 	return b.nodes.getOrPut(id, &node{fresh: b.isFresh(id)})
 }
 
-// isFresh reports whether id is a new item of this build (no links on disk).
+// isFresh reports whether id is a new item of this build (no links on disk). Every new item
+// has a fresh node from prepareSources until flushLists moves its list out (newMoved).
 func (b *builder) isFresh(id uint32) bool {
-	if _, ok := b.levels[id]; !ok {
-		return false
+	if n := b.nodes.get(id); n != nil {
+		return n.fresh
 	}
-	_, overwritten := b.oldLevels[id]
-	return !overwritten
+	return b.newMoved != nil && b.newMoved.Contains(id)
 }
 
 // newSlot is the slot of a new item in newLists: its index in toInsert (ascending).
@@ -373,46 +373,40 @@ func (b *builder) flushLists() {
 			moved = append(moved, entry{s, id})
 		}
 	})
-	// New items' lists: each is written at the end (a new item's list always is).
-	slices.SortFunc(movedNew, func(x, y entry) int { return cmp.Compare(x.slot, y.slot) })
-	newSlots := make([]int32, len(movedNew))
-	for i, e := range movedNew {
-		newSlots[i] = e.slot
+	// moveOut packs the changed lists of entries into lists and drops the entries' nodes; it
+	// returns the items whose list it packed.
+	moveOut := func(lists *packedLists, entries []entry) []uint32 {
+		slices.SortFunc(entries, func(x, y entry) int { return cmp.Compare(x.slot, y.slot) })
+		slots := make([]int32, 0, len(entries))
+		var ids []uint32
+		for _, e := range entries {
+			if b.nodes.get(e.id).dirty != 0 { // a new item's always is
+				slots = append(slots, e.slot)
+				ids = append(ids, e.id)
+			}
+		}
+		lists.replaceLinks(slots, func(i int) []uint32 {
+			ll := &b.nodes.get(ids[i]).layers[0]
+			slices.Sort(ll.ids)
+			ll.ids = slices.Compact(ll.ids)
+			return ll.ids
+		})
+		for _, e := range entries {
+			b.nodes.del(e.id)
+		}
+		return ids
 	}
-	b.newLists.replaceLinks(newSlots, func(i int) []uint32 {
-		ll := &b.nodes.get(movedNew[i].id).layers[0]
-		slices.Sort(ll.ids)
-		ll.ids = slices.Compact(ll.ids)
-		return ll.ids
-	})
+	// Marked moved before their nodes go, so that isFresh stays true for new items.
 	for _, e := range movedNew {
 		b.newMoved.Add(e.id)
-		b.nodes.del(e.id)
 	}
-	slices.SortFunc(moved, func(x, y entry) int { return cmp.Compare(x.slot, y.slot) })
-	slots := make([]int32, 0, len(moved))
-	var ids []uint32 // the nodes of slots
-	for _, e := range moved {
-		if b.nodes.get(e.id).dirty != 0 {
-			slots = append(slots, e.slot)
-			ids = append(ids, e.id)
-		}
-	}
-	b.codes.replaceLinks(slots, func(i int) []uint32 {
-		ll := &b.nodes.get(ids[i]).layers[0]
-		slices.Sort(ll.ids)
-		ll.ids = slices.Compact(ll.ids)
-		return ll.ids
-	})
+	moveOut(b.newLists, movedNew)
 	if b.flushed == nil {
 		b.flushed = roaring.New()
 	}
-	b.flushed.AddMany(ids)
+	b.flushed.AddMany(moveOut(&b.codes.packedLists, moved))
 	if p := b.opts.Progress; p != nil {
 		p.flushes.Add(1)
-	}
-	for _, e := range moved {
-		b.nodes.del(e.id)
 	}
 }
 

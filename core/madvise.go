@@ -204,6 +204,9 @@ func (ra *readAhead) at(b []byte) {
 		ra.hi = ra.lo
 	}
 	win := min(max(2*(a-ra.lo), scanAheadMin), ra.ahead)
+	if ra.hi >= min(a+win/2, ra.end) {
+		return // more than half the window still in flight: ask again once less is
+	}
 	for to := min(a+win, ra.end); ra.hi < to; {
 		n := min(willNeedChunk, to-ra.hi)
 		advise(ra.hi, n, adviceWillNeed)

@@ -29,7 +29,8 @@ func (b *builder) writeLinks() error {
 			continue
 		}
 		for it := moved.Iterator(); it.HasNext(); {
-			if id := it.Next(); b.nodes.get(id) == nil || b.nodes.get(id).dirty == 0 {
+			id := it.Next()
+			if n := b.nodes.get(id); n == nil || n.dirty == 0 {
 				changed = append(changed, entry{id, nil, moved == b.newMoved})
 			}
 		}

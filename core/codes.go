@@ -556,8 +556,8 @@ func (c *codes) reconstruct(dst []byte, slot int32, vec []float32) ([]byte, []fl
 		return c.metric.appendValue(dst, vec), vec
 	}
 	// The header is the norm, which encode kept (0 for a zero vector): computing it again the
-	// reference's way, as values written to the file must be, took a fifth of GloVe-50's
-	// insertion through codes under a memory limit.
+	// reference's way, as values written to the file must be, took 13% of the CPU samples of
+	// a GloVe-50 chunk inserted through codes under a memory limit (one profile).
 	dst = append(dst, TagItem)
 	dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(c.aux[slot]))
 	return vecmath.F32Bytes(dst, vec), vec

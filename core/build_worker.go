@@ -5,6 +5,7 @@ package core
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/hannoy-go/hannoy/core/internal/vecmath"
 )
@@ -29,6 +30,9 @@ type worker struct {
 	held     []byte
 	cq       codeQuery
 	loadBuf  []uint32
+
+	kept    [][]byte // selectNeighbours: the kept candidates' values
+	keptBuf []byte   // with codes: copies of them
 }
 
 // ringSlots is how many values rebuilt from codes a worker keeps valid at once: more than any
@@ -295,10 +299,19 @@ func (wk *worker) searchLayer(qv []byte, self uint32, eps []scored, layer, ef in
 
 // selectNeighbours is the neighbour-selection heuristic: candidates ascending, each kept unless
 // a kept one is closer to it (times alpha) than it is to the query, until limit are kept.
-// Candidates whose vector is gone are dropped. The result is appended to dst.
+// Candidates whose vector is gone are dropped. The result is written over dst's storage.
 func (wk *worker) selectNeighbours(dst, cands []scored, limit int) ([]scored, error) {
 	sortScored(cands)
 	alpha := wk.b.opts.Alpha
+	// The values of the kept candidates, each fetched once: with codes, each fetch rebuilds
+	// the value (a 256-d value took most of a million-item build's CPU when fetched for every
+	// candidate it was compared with), and a rebuilt value is copied, as the ring of them
+	// turns over before the candidates run out.
+	kept := wk.kept[:0]
+	if wk.ring != nil {
+		wk.keptBuf = slices.Grow(wk.keptBuf[:0], limit*wk.b.valueLen)[:limit*wk.b.valueLen]
+	}
+	dst = dst[:0]
 	for _, c := range cands {
 		if len(dst) >= limit {
 			break
@@ -311,20 +324,22 @@ func (wk *worker) selectNeighbours(dst, cands []scored, limit int) ([]scored, er
 			continue
 		}
 		keep := true
-		for _, s := range dst {
-			vs, err := wk.vector(s.id)
-			if err != nil {
-				return nil, err
-			}
+		for _, vs := range kept {
 			if alpha*wk.dist(vc, vs) < c.dist {
 				keep = false
 				break
 			}
 		}
 		if keep {
+			if wk.ring != nil {
+				at := len(kept) * wk.b.valueLen
+				vc = append(wk.keptBuf[at:at], vc...)
+			}
+			kept = append(kept, vc)
 			dst = append(dst, c)
 		}
 	}
+	wk.kept = kept[:0]
 	return dst, nil
 }
 

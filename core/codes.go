@@ -44,7 +44,7 @@ type codes struct {
 type packedLists struct {
 	linkEnd     []uint32
 	linkSegs    [][]byte
-	linkBytes   int64 // the segments' bytes
+	linkBytes   int64 // the segments' bytes (their capacity)
 	linksLoaded int32
 }
 
@@ -446,8 +446,7 @@ func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 		c.linkEnd = append(c.linkEnd, uint32(len(seg)))
 		next++
 		if next%linkSegSlots == 0 {
-			c.linkSegs = append(c.linkSegs, slices.Clone(seg))
-			c.linkBytes += int64(len(seg))
+			c.addSeg(seg)
 			seg = seg[:0]
 		}
 	}
@@ -484,11 +483,16 @@ func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 		return nil
 	}
 	if next%linkSegSlots != 0 {
-		c.linkSegs = append(c.linkSegs, slices.Clone(seg))
-		c.linkBytes += int64(len(seg))
+		c.addSeg(seg)
 	}
 	c.linksLoaded = next
 	return nil
+}
+
+// addSeg appends a copy of seg as the next segment.
+func (c *packedLists) addSeg(seg []byte) {
+	c.linkSegs = append(c.linkSegs, slices.Clone(seg))
+	c.linkBytes += int64(cap(c.linkSegs[len(c.linkSegs)-1]))
 }
 
 // trimLinks drops preloaded links from the last segment down while they take more than budget
@@ -496,7 +500,7 @@ func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 func (c *packedLists) trimLinks(budget int64) {
 	for len(c.linkSegs) > 0 && c.linksBytes() > budget {
 		k := len(c.linkSegs) - 1
-		c.linkBytes -= int64(len(c.linkSegs[k]))
+		c.linkBytes -= int64(cap(c.linkSegs[k]))
 		c.linkSegs[k] = nil
 		c.linkSegs = c.linkSegs[:k]
 		c.linksLoaded = int32(k) << linkSegShift
@@ -539,8 +543,14 @@ func (c *packedLists) replaceLinks(slots []int32, list func(i int) []uint32) {
 			oldStart = oldEnd
 			c.linkEnd[s] = uint32(len(seg))
 		}
-		c.linkBytes += int64(len(seg) - len(old))
-		c.linkSegs[k] = slices.Clone(seg)
+		// Into the old segment's storage when it fits: a flush between batches touches most
+		// segments, and a new copy of each was most of what a million-item build allocated
+		// (975 MB in one chunk) and what kept its collector running.
+		if len(seg) > cap(old) {
+			old = make([]byte, 0, len(seg)+len(seg)/16)
+		}
+		c.linkBytes += int64(cap(old) - cap(c.linkSegs[k]))
+		c.linkSegs[k] = append(old[:0], seg...)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/RoaringBitmap/roaring/v2"
 )
@@ -521,16 +522,25 @@ func TestReplaceLinks(t *testing.T) {
 		replace(slots)
 		var total int64
 		for _, seg := range c.linkSegs {
-			total += int64(len(seg))
+			total += int64(cap(seg))
 		}
 		if total != c.linkBytes {
-			t.Fatalf("round %d: segments hold %d bytes, linkBytes says %d", round, total, c.linkBytes)
+			t.Fatalf("round %d: segments take %d bytes, linkBytes says %d", round, total, c.linkBytes)
 		}
 		for s := range n {
 			got, ok := c.links(int32(s), nil)
 			if !ok || !slices.Equal(got, model[s]) {
 				t.Fatalf("round %d, slot %d: %v, want %v", round, s, got, model[s])
 			}
+		}
+	}
+	// A segment is rewritten in its own storage unless its new lists outgrow it.
+	before := make([][]byte, len(c.linkSegs))
+	copy(before, c.linkSegs)
+	replace(all[:len(all)/2])
+	for k, seg := range c.linkSegs {
+		if moved := unsafe.SliceData(seg) != unsafe.SliceData(before[k]); moved != (len(seg) > cap(before[k])) {
+			t.Fatalf("segment %d: moved %v, %d bytes of lists, %d bytes of storage before", k, moved, len(seg), cap(before[k]))
 		}
 	}
 	// Trimming drops whole segments from the end and reads of those slots then miss.

@@ -21,6 +21,7 @@ type worker struct {
 	sel     []scored
 	scratch []scored
 	pend    []pendingVector
+	near    []nearItem
 
 	// With codes: values rebuilt from them, in a ring of slots reused in turn. A value from
 	// vector stays valid for the next ringSlots-1 calls; one held longer is copied (stable).
@@ -193,24 +194,33 @@ func (wk *worker) distIDs(a, b uint32) (float32, bool, error) {
 	return wk.dist(va, vb), true, nil
 }
 
-// distTo is the distance from qv (the value last given to prepareQuery) to item id: exact for
-// an item of this build, from its codes for one of the last commit. ok is false if id has no
-// vector.
-func (wk *worker) distTo(qv []byte, id uint32) (float32, bool, error) {
+// nearItem is a neighbour located for a distance through codes: its exact value (this
+// build's own items) or its slot in the codes.
+type nearItem struct {
+	id    uint32
+	slot  int32
+	exact *vectorRef
+}
+
+// locate finds where the walk through codes reads item id from: its exact value if the build
+// holds one (p), else its slot in the codes, whose lines it asks the CPU for. ok is false if
+// the item has no vector.
+func (wk *worker) locate(id uint32) (p *vectorRef, slot int32, ok bool) {
 	b := wk.b
 	if b.vecs.inRange(id) {
 		if p := b.vecs.get(id); p != nil {
 			if p == &absentVector {
-				return 0, false, nil
+				return nil, -1, false
 			}
-			return wk.dist(qv, refBytes(p, b.valueLen)), true, nil
+			vecmath.Prefetch(refBytes(p, b.valueLen))
+			return p, -1, true
 		}
 	}
-	slot := b.codes.slot(id)
-	if slot < 0 {
-		return 0, false, nil
+	if slot = b.codes.slot(id); slot < 0 {
+		return nil, -1, false
 	}
-	return b.codes.dist(&wk.cq, slot), true, nil
+	b.codes.prefetch(slot)
+	return nil, slot, true
 }
 
 // prepareQuery readies the codes for distances to qv (with codes only).
@@ -257,20 +267,16 @@ func (wk *worker) searchLayer(qv []byte, self uint32, eps []scored, layer, ef in
 		if err != nil {
 			return nil, err
 		}
-		wk.pend = wk.pend[:0]
+		wk.pend, wk.near = wk.pend[:0], wk.near[:0]
 		for _, id := range wk.ids {
 			if !wk.visited.insert(id) {
 				continue
 			}
 			if wk.b.codes != nil {
-				// Straight from the codes to the query: no value rebuilt.
-				d, ok, err := wk.distTo(qv, id)
-				if err != nil {
-					return nil, err
-				}
-				if s := (scored{d, id}); ok && (len(wk.res) < ef || before(s, wk.res.top())) {
-					wk.cand.push(s)
-					offer(s)
+				// Straight from the codes to the query: no value rebuilt. Each neighbour is
+				// located and its code asked for first, so that the hop's cache misses overlap.
+				if p, slot, ok := wk.locate(id); ok {
+					wk.near = append(wk.near, nearItem{id, slot, p})
 				}
 				continue
 			}
@@ -281,6 +287,18 @@ func (wk *worker) searchLayer(qv []byte, self uint32, eps []scored, layer, ef in
 			if v != nil {
 				vecmath.Prefetch(v)
 				wk.pend = append(wk.pend, pendingVector{id, v})
+			}
+		}
+		for _, it := range wk.near {
+			var d float32
+			if it.exact != nil {
+				d = wk.dist(qv, refBytes(it.exact, wk.b.valueLen))
+			} else {
+				d = wk.b.codes.dist(&wk.cq, it.slot)
+			}
+			if s := (scored{d, it.id}); len(wk.res) < ef || before(s, wk.res.top()) {
+				wk.cand.push(s)
+				offer(s)
 			}
 		}
 		for _, pv := range wk.pend {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"slices"
+	"unsafe"
 
 	"github.com/RoaringBitmap/roaring/v2"
 
@@ -369,6 +369,12 @@ func (c *codes) dist(cq *codeQuery, slot int32) float32 {
 	return float32(math.NaN())
 }
 
+// prefetch asks the CPU for the code and the norm of slot, ahead of dist.
+func (c *codes) prefetch(slot int32) {
+	vecmath.PrefetchAll(c.data[int(slot)*c.dims : int(slot+1)*c.dims])
+	vecmath.Prefetch(unsafe.Slice((*byte)(unsafe.Pointer(&c.aux[slot])), 4))
+}
+
 // bytes is the memory the codes and preloaded links hold.
 func (c *codes) bytes() int64 {
 	return int64(len(c.data)) + 4*int64(len(c.aux)) + 8*int64(len(c.refs)) + 4*int64(len(c.dense)) +
@@ -489,10 +495,10 @@ func (c *codes) loadLinks(txn Txn, src codeSource, budget int64) error {
 	return nil
 }
 
-// addSeg appends a copy of seg as the next segment.
+// addSeg appends a copy of seg, of its length, as the next segment.
 func (c *packedLists) addSeg(seg []byte) {
-	c.linkSegs = append(c.linkSegs, slices.Clone(seg))
-	c.linkBytes += int64(cap(c.linkSegs[len(c.linkSegs)-1]))
+	c.linkSegs = append(c.linkSegs, append(make([]byte, 0, len(seg)), seg...))
+	c.linkBytes += int64(len(seg))
 }
 
 // trimLinks drops preloaded links from the last segment down while they take more than budget

@@ -104,7 +104,8 @@ type searchState struct {
 	query   []byte
 	exclude int64 // an item never returned (the query item), or noItem
 	vecs    []pendingVector
-	cq      codeQuery // the query prepared for codes (ReadCompressed)
+	near    []nearItem // neighbours located in the codes (ReadCompressed)
+	cq      codeQuery  // the query prepared for codes (ReadCompressed)
 	floats  []float32
 }
 
@@ -299,13 +300,20 @@ func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef in
 			return err
 		}
 		if r.codes != nil {
+			// Every neighbour's code is asked for before the first distance, so that the
+			// hop's cache misses overlap.
+			st.near = st.near[:0]
 			for _, id := range ids {
 				if !st.visited.insert(id) {
 					continue
 				}
 				if slot := r.codes.slot(id); slot >= 0 {
-					r.consider(st, scored{r.codes.dist(&st.cq, slot), id}, ef, filter)
+					r.codes.prefetch(slot)
+					st.near = append(st.near, nearItem{id: id, slot: slot})
 				}
+			}
+			for _, it := range st.near {
+				r.consider(st, scored{r.codes.dist(&st.cq, it.slot), it.id}, ef, filter)
 			}
 			continue
 		}

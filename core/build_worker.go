@@ -357,6 +357,7 @@ func (wk *worker) selectNeighbours(dst, cands []scored, limit int) ([]scored, er
 			dst = append(dst, c)
 		}
 	}
+	clear(kept) // no value outlives the call
 	wk.kept = kept[:0]
 	return dst, nil
 }

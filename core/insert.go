@@ -18,7 +18,7 @@ func (b *builder) node(id uint32) *node {
 	if n := b.nodes.get(id); n != nil {
 		return n
 	}
-	return b.nodes.getOrPut(id, &node{fresh: b.isFresh(id)})
+	return b.nodes.getOrPut(id, &node{fresh: b.newMoved != nil && b.newMoved.Contains(id)})
 }
 
 // isFresh reports whether id is a new item of this build (no links on disk). Every new item
@@ -55,6 +55,19 @@ func (b *builder) movedList(id uint32, dst []uint32) ([]uint32, bool) {
 		return dst, false
 	}
 	return b.codes.links(b.codes.slot(id), dst)
+}
+
+// eachMoved calls fn for every item whose layer-0 list flushLists moved out of the table, with
+// whether it is a new item of this build.
+func (b *builder) eachMoved(fn func(id uint32, isNew bool)) {
+	for _, moved := range []*roaring.Bitmap{b.flushed, b.newMoved} {
+		if moved == nil {
+			continue
+		}
+		for it := moved.Iterator(); it.HasNext(); {
+			fn(it.Next(), moved == b.newMoved)
+		}
+	}
 }
 
 // loadLayer makes n's list on layer available in memory (from disk for an existing item), with

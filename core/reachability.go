@@ -55,18 +55,12 @@ func (b *builder) fixOrphans() error {
 		})
 		// Lists moved out of the table (flushLists) can link to new items too.
 		var buf []uint32
-		for _, moved := range []*roaring.Bitmap{b.flushed, b.newMoved} {
-			if moved == nil {
-				continue
+		b.eachMoved(func(id uint32, _ bool) {
+			if n := b.nodes.get(id); n == nil || len(n.layers) == 0 || !n.layers[0].loaded {
+				buf, _ = b.movedList(id, buf[:0])
+				count(buf, 0)
 			}
-			for it := moved.Iterator(); it.HasNext(); {
-				id := it.Next()
-				if n := b.nodes.get(id); n == nil || len(n.layers) == 0 || !n.layers[0].loaded {
-					buf, _ = b.movedList(id, buf[:0])
-					count(buf, 0)
-				}
-			}
-		}
+		})
 		eps, top := b.topEntryPoints()
 		var orphans []uint64
 		for k, c := range counts {

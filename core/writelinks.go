@@ -6,8 +6,6 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-
-	"github.com/RoaringBitmap/roaring/v2"
 )
 
 // writeLinks writes the lists that changed, deletes the links of deleted items, and removes
@@ -24,18 +22,11 @@ func (b *builder) writeLinks() error {
 			changed = append(changed, entry{id, n, n.fresh})
 		}
 	})
-	for _, moved := range []*roaring.Bitmap{b.flushed, b.newMoved} {
-		if moved == nil {
-			continue
+	b.eachMoved(func(id uint32, isNew bool) {
+		if n := b.nodes.get(id); n == nil || n.dirty == 0 {
+			changed = append(changed, entry{id, nil, isNew})
 		}
-		for it := moved.Iterator(); it.HasNext(); {
-			id := it.Next()
-			if n := b.nodes.get(id); n == nil || n.dirty == 0 {
-				changed = append(changed, entry{id, nil, moved == b.newMoved})
-			}
-		}
-	}
-	fresh := func(e entry) bool { return e.fresh }
+	})
 	// Write in a scattered (but deterministic) order: LMDB splits a full page in the middle, so
 	// keys written in ascending order leave every page half empty, while scattered writes fill
 	// pages to about 70%, as the reference's hash-map order does. But a build short of memory
@@ -46,13 +37,13 @@ func (b *builder) writeLinks() error {
 	short := b.readMode == ReadCompressed || b.readMode == ReadDisk
 	slices.SortFunc(changed, func(x, y entry) int {
 		if short {
-			if fresh(x) != fresh(y) {
-				if fresh(y) {
+			if x.fresh != y.fresh {
+				if y.fresh {
 					return -1
 				}
 				return 1
 			}
-			if !fresh(x) {
+			if !x.fresh {
 				return cmp.Compare(x.id, y.id)
 			}
 		}

@@ -20,7 +20,7 @@ type worker struct {
 	ids     []uint32
 	sel     []scored
 	scratch []scored
-	pend    []pendingVector
+	pend    pending
 	near    []nearItem
 
 	// With codes: values rebuilt from them, in a ring of slots reused in turn. A value from
@@ -274,7 +274,8 @@ func (wk *worker) searchLayer(qv []byte, self uint32, eps []scored, layer, ef in
 		if err != nil {
 			return nil, err
 		}
-		wk.pend, wk.near = wk.pend[:0], wk.near[:0]
+		wk.pend.reset()
+		wk.near = wk.near[:0]
 		for _, id := range wk.ids {
 			if !wk.visited.insert(id) {
 				continue
@@ -292,8 +293,7 @@ func (wk *worker) searchLayer(qv []byte, self uint32, eps []scored, layer, ef in
 				return nil, err
 			}
 			if v != nil {
-				vecmath.Prefetch(v)
-				wk.pend = append(wk.pend, pendingVector{id, v})
+				wk.pend.add(id, v)
 			}
 		}
 		for _, it := range wk.near {
@@ -305,8 +305,9 @@ func (wk *worker) searchLayer(qv []byte, self uint32, eps []scored, layer, ef in
 			}
 			consider(scored{d, it.id})
 		}
-		for _, pv := range wk.pend {
-			consider(scored{wk.dist(qv, pv.v), pv.id})
+		wk.pend.compute(wk.b.metric, qv)
+		for i, id := range wk.pend.ids {
+			consider(scored{wk.pend.dists[i], id})
 		}
 	}
 	out := append(wk.scratch[:0], wk.res...)

@@ -1,5 +1,7 @@
 package core
 
+import "slices"
+
 // scored is an item id with its distance to a query.
 type scored struct {
 	dist float32
@@ -9,6 +11,29 @@ type scored struct {
 // before orders by distance, then by id: the order of search results.
 func before(a, b scored) bool {
 	return a.dist < b.dist || (a.dist == b.dist && a.id < b.id)
+}
+
+// pending holds the neighbours of a hop whose distances to the query are computed together
+// (Metric.distances): their ids, their values, then the distances.
+type pending struct {
+	ids   []uint32
+	vals  [][]byte
+	dists []float32
+}
+
+func (p *pending) reset() {
+	p.ids, p.vals = p.ids[:0], p.vals[:0]
+}
+
+func (p *pending) add(id uint32, v []byte) {
+	p.ids = append(p.ids, id)
+	p.vals = append(p.vals, v)
+}
+
+// compute sets p.dists[i] to the distance from the query q (an encoded value) to p.vals[i].
+func (p *pending) compute(m Metric, q []byte) {
+	p.dists = slices.Grow(p.dists[:0], len(p.vals))[:len(p.vals)]
+	m.distances(q, p.vals, p.dists)
 }
 
 // minHeap pops the closest item first; among equal distances the larger id first, like the

@@ -192,6 +192,39 @@ func (m Metric) decodeVector(dst []float32, vec []byte, dims int) []float32 {
 	return dst
 }
 
+// cosineDistance is the cosine distance of two vectors from their dot product and the product
+// of their norms: (1 - cos) / 2, 0 when a norm is (nearly) zero.
+func cosineDistance(dot, pnqn float32) float32 {
+	if !(pnqn > float32Epsilon) {
+		return 0
+	}
+	cos := dot / pnqn
+	cos = max(-1, min(1, cos))
+	return (1 - cos) / 2
+}
+
+// distances sets out[i] = m.distance(q, vs[i]) for every value of vs (the same bits), with one
+// kernel call for the metrics whose kernel has a many-vector form (euclidean and cosine): no
+// call per vector, and the next vector's cache lines are asked for while one is computed.
+func (m Metric) distances(q []byte, vs [][]byte, out []float32) {
+	out = out[:len(vs)]
+	h := 1 + m.headerSize()
+	switch m {
+	case Euclidean:
+		vecmath.SquaredL2Many(q[h:], vs, h, out)
+	case Cosine:
+		vecmath.DotMany(q[h:], vs, h, out)
+		qn := math.Float32frombits(binary.LittleEndian.Uint32(q[1:]))
+		for i, p := range vs {
+			out[i] = cosineDistance(out[i], qn*math.Float32frombits(binary.LittleEndian.Uint32(p[1:])))
+		}
+	default:
+		for i, p := range vs {
+			out[i] = m.distance(q, p)
+		}
+	}
+}
+
 // distance returns the distance between two item values of this metric, both of length
 // valueLen(dims) (tag, header and vector).
 func (m Metric) distance(p, q []byte) float32 {
@@ -202,13 +235,7 @@ func (m Metric) distance(p, q []byte) float32 {
 	case Cosine:
 		pn := math.Float32frombits(binary.LittleEndian.Uint32(p[1:]))
 		qn := math.Float32frombits(binary.LittleEndian.Uint32(q[1:]))
-		pnqn := pn * qn
-		if !(pnqn > float32Epsilon) {
-			return 0
-		}
-		cos := vecmath.Dot(p[h:], q[h:]) / pnqn
-		cos = max(-1, min(1, cos))
-		return (1 - cos) / 2
+		return cosineDistance(vecmath.Dot(p[h:], q[h:]), pn*qn)
 	case Manhattan:
 		return vecmath.L1(p[h:], q[h:])
 	case Hamming:

@@ -7,8 +7,6 @@ import (
 	"sync/atomic"
 
 	"github.com/RoaringBitmap/roaring/v2"
-
-	"github.com/hannoy-go/hannoy/core/internal/vecmath"
 )
 
 // DefaultLinearBelow is the candidate count under which a filtered search scans the
@@ -102,17 +100,11 @@ type searchState struct {
 	key     [KeySize]byte
 	seeds   []scored
 	query   []byte
-	exclude int64 // an item never returned (the query item), or noItem
-	vecs    []pendingVector
+	exclude int64      // an item never returned (the query item), or noItem
+	pend    pending    // the neighbours of a hop, their distances computed together
 	near    []nearItem // neighbours located in the codes (ReadCompressed)
 	cq      codeQuery  // the query prepared for codes (ReadCompressed)
 	floats  []float32
-}
-
-// pendingVector is a neighbour whose distance is about to be computed.
-type pendingVector struct {
-	id uint32
-	v  []byte
 }
 
 // Search returns up to opts.Count items closest to query, ascending by (distance, id).
@@ -263,6 +255,18 @@ func (r *Reader) greedy(txn Txn, st *searchState, q []byte, start scored, layer 
 		if err != nil {
 			return best, err
 		}
+		if r.codes == nil {
+			if err := r.gather(txn, st, ids, false); err != nil {
+				return best, err
+			}
+			st.pend.compute(r.metric, q)
+			for i, id := range st.pend.ids {
+				if s := (scored{st.pend.dists[i], id}); before(s, best) {
+					best, changed = s, true
+				}
+			}
+			continue
+		}
 		for _, id := range ids {
 			d, ok, err := r.walkDistance(txn, st, q, id)
 			if err != nil {
@@ -317,28 +321,26 @@ func (r *Reader) visit(txn Txn, st *searchState, q []byte, seeds []scored, ef in
 			}
 			continue
 		}
-		if err := r.gather(txn, st, ids); err != nil {
+		if err := r.gather(txn, st, ids, true); err != nil {
 			return err
 		}
-		for i, pv := range st.vecs {
-			// The first lines of every vector are on their way; ask for all of the next one
-			// while this one is computed (about 10% faster on 784-d vectors).
-			if i+1 < len(st.vecs) {
-				vecmath.PrefetchAll(st.vecs[i+1].v)
-			}
-			r.consider(st, scored{r.metric.distance(q, pv.v), pv.id}, ef, filter)
+		// The kernel asks for the first lines of every vector first, then for all of the next
+		// one while it computes one (about 10% faster on 784-d vectors).
+		st.pend.compute(r.metric, q)
+		for i, id := range st.pend.ids {
+			r.consider(st, scored{st.pend.dists[i], id}, ef, filter)
 		}
 	}
 	return nil
 }
 
-// gather marks the items of ids visited and sets st.vecs to those not visited before that have
-// a vector, with their values, and starts loading every value into the CPU cache before the
-// first distance is computed.
-func (r *Reader) gather(txn Txn, st *searchState, ids []uint32) error {
-	st.vecs = st.vecs[:0]
+// gather sets st.pend to the items of ids that have a vector, with their values (whose
+// distances pending.compute then computes, asking for all their cache lines first). With mark,
+// it marks them visited and leaves out those visited before.
+func (r *Reader) gather(txn Txn, st *searchState, ids []uint32, mark bool) error {
+	st.pend.reset()
 	for _, id := range ids {
-		if !st.visited.insert(id) {
+		if mark && !st.visited.insert(id) {
 			continue
 		}
 		v := r.cachedVector(id)
@@ -349,8 +351,7 @@ func (r *Reader) gather(txn Txn, st *searchState, ids []uint32) error {
 			}
 		}
 		if v != nil {
-			vecmath.Prefetch(v)
-			st.vecs = append(st.vecs, pendingVector{id, v})
+			st.pend.add(id, v)
 		}
 	}
 	return nil

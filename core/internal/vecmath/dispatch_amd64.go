@@ -22,6 +22,16 @@ func squaredL2AVX2(a, b []byte) float32
 //go:noescape
 func l1AVX2(a, b []byte) float32
 
+// dotManyAVX2 is DotMany with AVX2 and FMA (dotAVX2's arithmetic).
+//
+//go:noescape
+func dotManyAVX2(q []byte, vs [][]byte, off int, out []float32)
+
+// squaredL2ManyAVX2 is SquaredL2Many with AVX2 and FMA (squaredL2AVX2's arithmetic).
+//
+//go:noescape
+func squaredL2ManyAVX2(q []byte, vs [][]byte, off int, out []float32)
+
 // dotU8AVX2 is DotU8 with AVX2 and FMA.
 //
 //go:noescape
@@ -43,6 +53,16 @@ func dotAVX512(a, b []byte) float32
 //
 //go:noescape
 func squaredL2AVX512(a, b []byte) float32
+
+// dotManyAVX512 is DotMany with dotAVX512's arithmetic.
+//
+//go:noescape
+func dotManyAVX512(q []byte, vs [][]byte, off int, out []float32)
+
+// squaredL2ManyAVX512 is SquaredL2Many with squaredL2AVX512's arithmetic.
+//
+//go:noescape
+func squaredL2ManyAVX512(q []byte, vs [][]byte, off int, out []float32)
 
 // l1AVX512 is L1 with AVX2, and an AVX-512VL masked tail.
 //
@@ -97,6 +117,8 @@ func simdKernels() []kernelSet {
 			name:        "avx2+fma",
 			dot:         dotAVX2,
 			squaredL2:   squaredL2AVX2,
+			dotMany:     dotManyAVX2,
+			l2Many:      squaredL2ManyAVX2,
 			l1:          l1AVX2,
 			dotU8:       dotU8AVX2,
 			xorPopcount: xor,
@@ -109,6 +131,8 @@ func simdKernels() []kernelSet {
 			name:        "avx512",
 			dot:         dotAVX512,
 			squaredL2:   squaredL2AVX512,
+			dotMany:     dotManyAVX512,
+			l2Many:      squaredL2ManyAVX512,
 			l1:          l1AVX512,
 			dotU8:       dotU8AVX512,
 			xorPopcount: xor,

@@ -118,3 +118,23 @@ func xorPopcountGeneric(a, b []byte) uint64 {
 	}
 	return uint64(c0 + c1)
 }
+
+// from returns v[off:], or nothing if v is shorter than off.
+func from(v []byte, off int) []byte {
+	if len(v) < off {
+		return nil
+	}
+	return v[off:]
+}
+
+func dotManyGeneric(q []byte, vs [][]byte, off int, out []float32) {
+	for i := range min(len(vs), len(out)) {
+		out[i] = dotGeneric(q, from(vs[i], off))
+	}
+}
+
+func squaredL2ManyGeneric(q []byte, vs [][]byte, off int, out []float32) {
+	for i := range min(len(vs), len(out)) {
+		out[i] = squaredL2Generic(q, from(vs[i], off))
+	}
+}

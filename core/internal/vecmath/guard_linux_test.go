@@ -61,6 +61,11 @@ func TestNoOutOfBoundsRead(t *testing.T) {
 					_ = k.squaredL2(a, b)
 					_ = k.l1(a, b)
 					_ = k.dot(b, a)
+					out := make([]float32, 3)
+					for _, off := range []int{0, 1, 4} {
+						k.dotMany(a, [][]byte{b, a, b}, off, out)
+						k.l2Many(b, [][]byte{a, b, a}, off, out)
+					}
 					// Codes against the guard pages; the weights are ordinary memory.
 					w := make([]float32, len(b))
 					_ = k.dotU8(w, a)

@@ -1,6 +1,7 @@
 //go:build !purego
 
 #include "textflag.h"
+#include "floatbody_amd64.h"
 
 // Distance kernels for amd64. All loads are unaligned (VMOVUPS, or VEX memory operands, which
 // need no alignment): vectors are read in place from LMDB pages at any address.
@@ -23,59 +24,7 @@ TEXT ·dotAVX2(SB), NOSPLIT, $0-52
 	CMPQ DX, CX
 	CMOVQLT DX, CX
 	SHRQ $2, CX              // CX = number of whole floats
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-
-dot_loop32:
-	CMPQ CX, $32
-	JLT  dot_loop8
-	VMOVUPS (SI), Y4
-	VMOVUPS 32(SI), Y5
-	VMOVUPS 64(SI), Y6
-	VMOVUPS 96(SI), Y7
-	VFMADD231PS (DI), Y4, Y0
-	VFMADD231PS 32(DI), Y5, Y1
-	VFMADD231PS 64(DI), Y6, Y2
-	VFMADD231PS 96(DI), Y7, Y3
-	ADDQ $128, SI
-	ADDQ $128, DI
-	SUBQ $32, CX
-	JMP  dot_loop32
-
-dot_loop8:
-	CMPQ CX, $8
-	JLT  dot_reduce
-	VMOVUPS (SI), Y4
-	VFMADD231PS (DI), Y4, Y0
-	ADDQ $32, SI
-	ADDQ $32, DI
-	SUBQ $8, CX
-	JMP  dot_loop8
-
-dot_reduce:
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VMOVHLPS X0, X0, X1
-	VADDPS X1, X0, X0
-	VMOVSHDUP X0, X1
-	VADDSS X1, X0, X0
-
-dot_tail:
-	TESTQ CX, CX
-	JZ    dot_done
-	VMOVSS (SI), X1
-	VFMADD231SS (DI), X1, X0
-	ADDQ $4, SI
-	ADDQ $4, DI
-	DECQ CX
-	JMP  dot_tail
-
-dot_done:
+	DOT_AVX2(dot_loop32, dot_loop8, dot_reduce, dot_tail, dot_done)
 	VZEROUPPER
 	MOVSS X0, ret+48(FP)
 	RET
@@ -89,67 +38,35 @@ TEXT ·squaredL2AVX2(SB), NOSPLIT, $0-52
 	CMPQ DX, CX
 	CMOVQLT DX, CX
 	SHRQ $2, CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-
-l2_loop32:
-	CMPQ CX, $32
-	JLT  l2_loop8
-	VMOVUPS (SI), Y4
-	VMOVUPS 32(SI), Y5
-	VMOVUPS 64(SI), Y6
-	VMOVUPS 96(SI), Y7
-	VSUBPS (DI), Y4, Y4
-	VSUBPS 32(DI), Y5, Y5
-	VSUBPS 64(DI), Y6, Y6
-	VSUBPS 96(DI), Y7, Y7
-	VFMADD231PS Y4, Y4, Y0
-	VFMADD231PS Y5, Y5, Y1
-	VFMADD231PS Y6, Y6, Y2
-	VFMADD231PS Y7, Y7, Y3
-	ADDQ $128, SI
-	ADDQ $128, DI
-	SUBQ $32, CX
-	JMP  l2_loop32
-
-l2_loop8:
-	CMPQ CX, $8
-	JLT  l2_reduce
-	VMOVUPS (SI), Y4
-	VSUBPS (DI), Y4, Y4
-	VFMADD231PS Y4, Y4, Y0
-	ADDQ $32, SI
-	ADDQ $32, DI
-	SUBQ $8, CX
-	JMP  l2_loop8
-
-l2_reduce:
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VMOVHLPS X0, X0, X1
-	VADDPS X1, X0, X0
-	VMOVSHDUP X0, X1
-	VADDSS X1, X0, X0
-
-l2_tail:
-	TESTQ CX, CX
-	JZ    l2_done
-	VMOVSS (SI), X1
-	VSUBSS (DI), X1, X1
-	VFMADD231SS X1, X1, X0
-	ADDQ $4, SI
-	ADDQ $4, DI
-	DECQ CX
-	JMP  l2_tail
-
-l2_done:
+	L2_AVX2(l2_loop32, l2_loop8, l2_reduce, l2_tail, l2_done)
 	VZEROUPPER
 	MOVSS X0, ret+48(FP)
+	RET
+
+// func dotManyAVX2(q []byte, vs [][]byte, off int, out []float32)
+TEXT ·dotManyAVX2(SB), NOSPLIT, $0-80
+	MANY_ARGS(dotmanyavx2_pre, dotmanyavx2_predone)
+
+dotmanyavx2_loop:
+	MANY_NEXT(dotmanyavx2_done, dotmanyavx2_pf, dotmanyavx2_nopf, dotmanyavx2_long)
+	DOT_AVX2(dotmanyavx2_b0, dotmanyavx2_b1, dotmanyavx2_b2, dotmanyavx2_b3, dotmanyavx2_b4)
+	MANY_STORE(dotmanyavx2_loop)
+
+dotmanyavx2_done:
+	VZEROUPPER
+	RET
+
+// func squaredL2ManyAVX2(q []byte, vs [][]byte, off int, out []float32)
+TEXT ·squaredL2ManyAVX2(SB), NOSPLIT, $0-80
+	MANY_ARGS(squaredl2manyavx2_pre, squaredl2manyavx2_predone)
+
+squaredl2manyavx2_loop:
+	MANY_NEXT(squaredl2manyavx2_done, squaredl2manyavx2_pf, squaredl2manyavx2_nopf, squaredl2manyavx2_long)
+	L2_AVX2(squaredl2manyavx2_b0, squaredl2manyavx2_b1, squaredl2manyavx2_b2, squaredl2manyavx2_b3, squaredl2manyavx2_b4)
+	MANY_STORE(squaredl2manyavx2_loop)
+
+squaredl2manyavx2_done:
+	VZEROUPPER
 	RET
 
 // func l1AVX2(a, b []byte) float32

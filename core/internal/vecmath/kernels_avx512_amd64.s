@@ -1,6 +1,7 @@
 //go:build !purego
 
 #include "textflag.h"
+#include "floatbody_amd64.h"
 
 // AVX-512 distance kernels for amd64 (see kernels_amd64.s for the AVX2 ones and the common
 // rules: each kernel computes n = min(len(a), len(b)) itself, never reads beyond n bytes, and
@@ -31,71 +32,7 @@ TEXT ·dotAVX512(SB), NOSPLIT, $0-52
 	CMPQ DX, CX
 	CMOVQLT DX, CX
 	SHRQ $2, CX              // CX = number of whole floats
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-
-dot512_loop32:
-	CMPQ CX, $32
-	JLT  dot512_block0
-	VMOVUPS (SI), Y4
-	VMOVUPS 32(SI), Y5
-	VMOVUPS 64(SI), Y6
-	VMOVUPS 96(SI), Y7
-	VFMADD231PS (DI), Y4, Y0
-	VFMADD231PS 32(DI), Y5, Y1
-	VFMADD231PS 64(DI), Y6, Y2
-	VFMADD231PS 96(DI), Y7, Y3
-	ADDQ $128, SI
-	ADDQ $128, DI
-	SUBQ $32, CX
-	JMP  dot512_loop32
-
-dot512_block0:
-	CMPQ CX, $8
-	JLT  dot512_tail
-	VMOVUPS (SI), Y4
-	VFMADD231PS (DI), Y4, Y0
-	ADDQ $32, SI
-	ADDQ $32, DI
-	SUBQ $8, CX
-	CMPQ CX, $8
-	JLT  dot512_tail
-	VMOVUPS (SI), Y4
-	VFMADD231PS (DI), Y4, Y1
-	ADDQ $32, SI
-	ADDQ $32, DI
-	SUBQ $8, CX
-	CMPQ CX, $8
-	JLT  dot512_tail
-	VMOVUPS (SI), Y4
-	VFMADD231PS (DI), Y4, Y2
-	ADDQ $32, SI
-	ADDQ $32, DI
-	SUBQ $8, CX
-
-dot512_tail:
-	TESTQ CX, CX
-	JZ    dot512_reduce
-	MOVL $1, AX
-	SHLL CX, AX
-	DECL AX
-	KMOVW AX, K1             // K1 = the CX low lanes
-	VMOVUPS.Z (SI), K1, Y4
-	VMOVUPS.Z (DI), K1, Y5
-	VFMADD231PS Y5, Y4, Y3
-
-dot512_reduce:
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VMOVHLPS X0, X0, X1
-	VADDPS X1, X0, X0
-	VMOVSHDUP X0, X1
-	VADDSS X1, X0, X0
+	DOT_AVX512(dot512_loop32, dot512_block0, dot512_tail, dot512_reduce)
 	VZEROUPPER
 	MOVSS X0, ret+48(FP)
 	RET
@@ -109,81 +46,35 @@ TEXT ·squaredL2AVX512(SB), NOSPLIT, $0-52
 	CMPQ DX, CX
 	CMOVQLT DX, CX
 	SHRQ $2, CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-
-l2_512_loop32:
-	CMPQ CX, $32
-	JLT  l2_512_block0
-	VMOVUPS (SI), Y4
-	VMOVUPS 32(SI), Y5
-	VMOVUPS 64(SI), Y6
-	VMOVUPS 96(SI), Y7
-	VSUBPS (DI), Y4, Y4
-	VFMADD231PS Y4, Y4, Y0
-	VSUBPS 32(DI), Y5, Y5
-	VFMADD231PS Y5, Y5, Y1
-	VSUBPS 64(DI), Y6, Y6
-	VFMADD231PS Y6, Y6, Y2
-	VSUBPS 96(DI), Y7, Y7
-	VFMADD231PS Y7, Y7, Y3
-	ADDQ $128, SI
-	ADDQ $128, DI
-	SUBQ $32, CX
-	JMP  l2_512_loop32
-
-l2_512_block0:
-	CMPQ CX, $8
-	JLT  l2_512_tail
-	VMOVUPS (SI), Y4
-	VSUBPS (DI), Y4, Y4
-	VFMADD231PS Y4, Y4, Y0
-	ADDQ $32, SI
-	ADDQ $32, DI
-	SUBQ $8, CX
-	CMPQ CX, $8
-	JLT  l2_512_tail
-	VMOVUPS (SI), Y4
-	VSUBPS (DI), Y4, Y4
-	VFMADD231PS Y4, Y4, Y1
-	ADDQ $32, SI
-	ADDQ $32, DI
-	SUBQ $8, CX
-	CMPQ CX, $8
-	JLT  l2_512_tail
-	VMOVUPS (SI), Y4
-	VSUBPS (DI), Y4, Y4
-	VFMADD231PS Y4, Y4, Y2
-	ADDQ $32, SI
-	ADDQ $32, DI
-	SUBQ $8, CX
-
-l2_512_tail:
-	TESTQ CX, CX
-	JZ    l2_512_reduce
-	MOVL $1, AX
-	SHLL CX, AX
-	DECL AX
-	KMOVW AX, K1
-	VMOVUPS.Z (SI), K1, Y4
-	VMOVUPS.Z (DI), K1, Y5
-	VSUBPS Y5, Y4, Y4
-	VFMADD231PS Y4, Y4, Y3
-
-l2_512_reduce:
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VMOVHLPS X0, X0, X1
-	VADDPS X1, X0, X0
-	VMOVSHDUP X0, X1
-	VADDSS X1, X0, X0
+	L2_AVX512(l2_512_loop32, l2_512_block0, l2_512_tail, l2_512_reduce)
 	VZEROUPPER
 	MOVSS X0, ret+48(FP)
+	RET
+
+// func dotManyAVX512(q []byte, vs [][]byte, off int, out []float32)
+TEXT ·dotManyAVX512(SB), NOSPLIT, $0-80
+	MANY_ARGS(dotmanyavx512_pre, dotmanyavx512_predone)
+
+dotmanyavx512_loop:
+	MANY_NEXT(dotmanyavx512_done, dotmanyavx512_pf, dotmanyavx512_nopf, dotmanyavx512_long)
+	DOT_AVX512(dotmanyavx512_b0, dotmanyavx512_b1, dotmanyavx512_b2, dotmanyavx512_b3)
+	MANY_STORE(dotmanyavx512_loop)
+
+dotmanyavx512_done:
+	VZEROUPPER
+	RET
+
+// func squaredL2ManyAVX512(q []byte, vs [][]byte, off int, out []float32)
+TEXT ·squaredL2ManyAVX512(SB), NOSPLIT, $0-80
+	MANY_ARGS(squaredl2manyavx512_pre, squaredl2manyavx512_predone)
+
+squaredl2manyavx512_loop:
+	MANY_NEXT(squaredl2manyavx512_done, squaredl2manyavx512_pf, squaredl2manyavx512_nopf, squaredl2manyavx512_long)
+	L2_AVX512(squaredl2manyavx512_b0, squaredl2manyavx512_b1, squaredl2manyavx512_b2, squaredl2manyavx512_b3)
+	MANY_STORE(squaredl2manyavx512_loop)
+
+squaredl2manyavx512_done:
+	VZEROUPPER
 	RET
 
 // func l1AVX512(a, b []byte) float32

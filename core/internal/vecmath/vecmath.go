@@ -65,6 +65,8 @@ import (
 var (
 	dotImpl         = dotGeneric
 	squaredL2Impl   = squaredL2Generic
+	dotManyImpl     = dotManyGeneric
+	l2ManyImpl      = squaredL2ManyGeneric
 	l1Impl          = l1Generic
 	dotU8Impl       = dotU8Generic
 	xorPopcountImpl = xorPopcountGeneric
@@ -77,6 +79,8 @@ type kernelSet struct {
 	name        string
 	dot         func(a, b []byte) float32
 	squaredL2   func(a, b []byte) float32
+	dotMany     func(q []byte, vs [][]byte, off int, out []float32) // Dot over many vectors
+	l2Many      func(q []byte, vs [][]byte, off int, out []float32) // SquaredL2 over many vectors
 	l1          func(a, b []byte) float32
 	dotU8       func(w []float32, c []byte) float32
 	xorPopcount func(a, b []byte) uint64
@@ -87,6 +91,8 @@ var genericKernels = kernelSet{
 	name:        "generic",
 	dot:         dotGeneric,
 	squaredL2:   squaredL2Generic,
+	dotMany:     dotManyGeneric,
+	l2Many:      squaredL2ManyGeneric,
 	l1:          l1Generic,
 	dotU8:       dotU8Generic,
 	xorPopcount: xorPopcountGeneric,
@@ -97,6 +103,8 @@ func init() {
 	k := selectKernels()
 	dotImpl = k.dot
 	squaredL2Impl = k.squaredL2
+	dotManyImpl = k.dotMany
+	l2ManyImpl = k.l2Many
 	l1Impl = k.l1
 	dotU8Impl = k.dotU8
 	xorPopcountImpl = k.xorPopcount
@@ -113,6 +121,26 @@ func Dot(a, b []byte) float32 { return dotImpl(a, b) }
 //
 // It uses n = min(len(a), len(b)) bytes rounded down to a multiple of 4; empty input gives 0.
 func SquaredL2(a, b []byte) float32 { return squaredL2Impl(a, b) }
+
+// DotMany sets out[i] = Dot(q, vs[i][off:]) for every i below min(len(vs), len(out)), and
+// out[i] = 0 where vs[i] is shorter than off: the same bits as Dot, in one call. The assembly
+// kernels keep the loop in the kernel (no call per vector), first ask the CPU for the first
+// 256 bytes of every vector (as Prefetch does), then for the rest of each next vector while
+// they compute one. It panics if off is negative.
+func DotMany(q []byte, vs [][]byte, off int, out []float32) {
+	if off < 0 {
+		panic("vecmath: negative offset")
+	}
+	dotManyImpl(q, vs, off, out)
+}
+
+// SquaredL2Many is DotMany for SquaredL2: out[i] = SquaredL2(q, vs[i][off:]).
+func SquaredL2Many(q []byte, vs [][]byte, off int, out []float32) {
+	if off < 0 {
+		panic("vecmath: negative offset")
+	}
+	l2ManyImpl(q, vs, off, out)
+}
 
 // L1 returns Σ |a[i]-b[i]| over the float32 little-endian values in a and b.
 //

@@ -20,6 +20,8 @@ func impls() []kernelSet {
 		name:        "exported(" + Impl() + ")",
 		dot:         Dot,
 		squaredL2:   SquaredL2,
+		dotMany:     DotMany,
+		l2Many:      SquaredL2Many,
 		l1:          L1,
 		dotU8:       DotU8,
 		xorPopcount: XorPopcount,
@@ -202,6 +204,74 @@ func TestSIMDMatchesGeneric(t *testing.T) {
 func fillRand(r *rand.Rand, b []byte) {
 	for i := range b {
 		b[i] = byte(r.Uint32())
+	}
+}
+
+// TestManyMatchesOne checks that DotMany and SquaredL2Many give, for every vector, the bits
+// of Dot and SquaredL2 of the same implementation on the vector from off on (0 for a vector
+// shorter than off), fill only min(len(vs), len(out)) results, and accept vectors of any
+// length, nil included.
+func TestManyMatchesOne(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, k := range impls() {
+		pairs := []struct {
+			name string
+			many func(q []byte, vs [][]byte, off int, out []float32)
+			one  func(a, b []byte) float32
+		}{{"DotMany", k.dotMany, k.dot}, {"SquaredL2Many", k.l2Many, k.squaredL2}}
+		for _, n := range testLengths {
+			q := unaligned(randFloats(r, n), 3)
+			for _, off := range []int{0, 1, 5} {
+				full := append(make([]byte, off), unaligned(randFloats(r, n), 1)...)
+				vs := [][]byte{
+					full,
+					full[:max(len(full)-5, 0)], // shorter than q
+					append(full[:len(full):len(full)], 1, 2, 3, 4, 5, 6, 7, 8), // longer than q
+					full[:min(off, len(full))],                                 // nothing after off
+					full[:min(off/2, len(full))],                               // shorter than off
+					nil,
+					unaligned(randFloats(r, n+1), 2),
+				}
+				for _, p := range pairs {
+					out := make([]float32, len(vs)+1)
+					sentinel := float32(math.NaN())
+					out[len(vs)] = sentinel
+					p.many(q, vs, off, out[:len(vs)])
+					for i, v := range vs {
+						want := p.one(q, from(v, off))
+						if math.Float32bits(out[i]) != math.Float32bits(want) {
+							t.Fatalf("%s %s n=%d off=%d vector %d: %v, one at a time %v", k.name, p.name, n, off, i, out[i], want)
+						}
+					}
+					if !math.IsNaN(float64(out[len(vs)])) {
+						t.Fatalf("%s %s wrote past the vectors", k.name, p.name)
+					}
+					short := []float32{sentinel, sentinel}
+					p.many(q, vs, off, short[:1]) // fewer results than vectors
+					if math.Float32bits(short[0]) != math.Float32bits(out[0]) || !math.IsNaN(float64(short[1])) {
+						t.Fatalf("%s %s with one result: %v", k.name, p.name, short)
+					}
+					p.many(q, vs[:0], off, out) // no vectors: nothing written
+					p.many(q, nil, off, nil)
+				}
+			}
+		}
+	}
+}
+
+func TestManyRefusesNegativeOffset(t *testing.T) {
+	for _, f := range []func(){
+		func() { DotMany(nil, nil, -1, nil) },
+		func() { SquaredL2Many(nil, nil, -1, nil) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("a negative offset did not panic")
+				}
+			}()
+			f()
+		}()
 	}
 }
 
@@ -500,6 +570,41 @@ func BenchmarkDot(b *testing.B) {
 
 func BenchmarkSquaredL2(b *testing.B) {
 	benchFloat(b, func(k kernelSet) func(a, b []byte) float32 { return k.squaredL2 })
+}
+
+// BenchmarkMany compares one DotMany / SquaredL2Many call over 64 vectors scattered in 4 MiB
+// with 64 calls of Dot / SquaredL2, at 50 and 784 dimensions (a search's hop).
+func BenchmarkMany(b *testing.B) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{50, 784} {
+		pool := make([]byte, 4<<20)
+		fillRand(r, pool)
+		q := unaligned(randFloats(r, n), 1)
+		vs := make([][]byte, 64)
+		for i := range vs {
+			at := r.IntN(len(pool) - 4*n)
+			vs[i] = F32Bytes(pool[at:at], randFloats(r, n))
+		}
+		out := make([]float32, len(vs))
+		for _, p := range []struct {
+			name string
+			many func(q []byte, vs [][]byte, off int, out []float32)
+			one  func(a, b []byte) float32
+		}{{"Dot", DotMany, Dot}, {"SquaredL2", SquaredL2Many, SquaredL2}} {
+			b.Run(fmt.Sprintf("%s/n=%d/one-at-a-time", p.name, n), func(b *testing.B) {
+				for b.Loop() {
+					for i, v := range vs {
+						out[i] = p.one(q, v)
+					}
+				}
+			})
+			b.Run(fmt.Sprintf("%s/n=%d/many", p.name, n), func(b *testing.B) {
+				for b.Loop() {
+					p.many(q, vs, 0, out)
+				}
+			})
+		}
+	}
 }
 
 func BenchmarkL1(b *testing.B) {

@@ -36,6 +36,19 @@ else:
     _fastconv = None
 
 
+def vector_searcher(address: int, dims: int) -> Optional[Callable[[int, Any, int, int], Any]]:
+    """by_vec's search without cffi, or None where the C extension lacks it (its abi3 build,
+    HANNOY_NO_FASTCONV=1): ``search(handle, query, k, ef)`` calls the library's
+    ``hannoy_reader_search_vec`` at ``address`` and returns the ``[(id, distance), ...]`` list;
+    None when ``query`` is not a C-contiguous buffer of ``dims`` float32 values; or
+    ``(status, message)`` when the library refused the search.
+    """
+    searcher = getattr(_fastconv, "Searcher", None)
+    if searcher is None:
+        return None
+    return searcher(address, dims).search  # type: ignore[no-any-return]
+
+
 def vector_packer(dims: int) -> Callable[[Any], Optional[bytes]]:
     """The fast path of add_item and by_vec for lists and tuples: ``pack(seq)`` returns the
     native float32 bytes of a list or tuple of ``dims`` numbers that are all finite in float32

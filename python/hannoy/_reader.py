@@ -31,6 +31,7 @@ from ._convert import (
     describe,
     is_item,
     vector_packer,
+    vector_searcher,
 )
 from ._errors import (
     STATUS_INVALID,
@@ -232,9 +233,11 @@ class Reader:
             self._h.close()
             raise
         # What by_vec's fast path needs, in one tuple (attribute lookups cost there): a list or
-        # tuple of floats becomes float32 bytes in one call (_convert.vector_packer).
+        # tuple of floats becomes float32 bytes in one call (_convert.vector_packer); the C
+        # extension, where it can, calls the library itself (_convert.vector_searcher).
         self._fast = (
             self._h,
+            vector_searcher(int(ffi.cast("uintptr_t", lib.hannoy_reader_search_vec)), self._dimensions),
             lib.hannoy_reader_search_vec,
             vector_packer(self._dimensions),
             ffi.from_buffer,
@@ -462,23 +465,17 @@ class Reader:
             or linear_below_ratio is not LINEAR_BELOW_RATIO
         ):
             return self._by_vec(query, n, ef_search, candidates, linear_below, linear_below_ratio)
-        h, search, pack, from_buffer, shape, dims, n_items = self._fast
+        h, csearch, search, pack, from_buffer, shape, dims, n_items = self._fast
         cls = type(query)
         if cls is list or cls is tuple:
             data = pack(query)
             if data is None:  # wrong length, not numbers, NaN, inf, beyond float32: as_vector
                 return self._by_vec(query, n, ef_search, None)
         elif cls is np.ndarray and query.dtype is _F32 and query.shape == shape:
-            try:
-                data = from_buffer(query)  # searched in place; C-contiguous only
-            except (TypeError, ValueError, BufferError):
-                return self._by_vec(query, n, ef_search, None)
+            data = query  # searched in place; C-contiguous only
         else:
             return self._by_vec(query, n, ef_search, None)
         k = n if n < n_items else (n_items or 1)
-        s = getattr(_local, "scratch", None)
-        if s is None or s.key != (dims, k):
-            s = _local.scratch = _Scratch(dims, k)
         if _ffi._forked:
             raise _ffi.forked_error()
         # No enter/exit bracket: the library takes one of the reader's transactions for the
@@ -487,16 +484,32 @@ class Reader:
         value = h.value
         if not value:
             raise h.closed_error()
-        rc = search(value, data, dims, k, ef_search, s.p_ids, s.p_dists, s.p_counts, s.err)
-        if rc:
+        if csearch is not None:  # the C extension calls the library and builds the list
+            res = csearch(value, data, k, ef_search)
+            if type(res) is list:
+                return res
+            if res is None:  # a row that is not C-contiguous
+                return self._by_vec(query, n, ef_search, None)
+            rc, message = res
+        else:
+            if data is query:
+                try:
+                    data = from_buffer(query)
+                except (TypeError, ValueError, BufferError):
+                    return self._by_vec(query, n, ef_search, None)
+            s = getattr(_local, "scratch", None)
+            if s is None or s.key != (dims, k):
+                s = _local.scratch = _Scratch(dims, k)
+            rc = search(value, data, dims, k, ef_search, s.p_ids, s.p_dists, s.p_counts, s.err)
+            if not rc:
+                c = s.p_counts[0]
+                if c == k:
+                    return list(zip(s.ids.tolist(), s.dists.tolist()))
+                return list(zip(s.ids[:c].tolist(), s.dists[:c].tolist()))
             message = _ffi.take_string(s.err[0])
-            if rc == STATUS_INVALID:
-                as_vector(query, dims, "query")  # NaN or inf: the error and message as ever
-            raise error_for_status(rc, message)
-        c = s.p_counts[0]
-        if c == k:
-            return list(zip(s.ids.tolist(), s.dists.tolist()))
-        return list(zip(s.ids[:c].tolist(), s.dists[:c].tolist()))
+        if rc == STATUS_INVALID:
+            as_vector(query, dims, "query")  # NaN or inf: the error and message as ever
+        raise error_for_status(rc, message)
 
     def _by_vec(
         self,

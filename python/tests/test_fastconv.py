@@ -398,3 +398,85 @@ def test_many_items_in_batches(conversion: str, make_db: Callable[..., hannoy.Da
         for i in (0, 255, 256, 699):
             assert np.array_equal(r.item_vector(i), rows[i])
         assert r.by_vec(rows[5].tolist(), n=1)[0][0] == 5
+
+
+# -- by_vec's search through the C extension (Searcher) or cffi ------------------------------
+
+
+def test_by_vec_search_paths_agree(
+    conversion: str, make_db: Callable[..., hannoy.Database], fashion_small: Any
+) -> None:
+    """by_vec gives by_array's results whether the C extension calls the library (the full-API
+    build) or cffi does (the abi3 build, no extension), for every n (on the stack up to 64
+    results, in allocated memory beyond, fewer than asked when the index is smaller)."""
+    base, queries = fashion_small
+    db = make_db(hannoy.Metric.EUCLIDEAN)
+    with db.writer(784, m=8, ef=32, seed=1, threads=1) as w:
+        w.add_items(range(300), base[:300])
+    r = db.reader()
+    uses_c = r._fast[1] is not None
+    assert uses_c == (conversion == "fastconv" and hasattr(_convert._fastconv, "Searcher"))
+    if conversion == "fastconv" and INSTALLED and sys.implementation.cache_tag == "cpython-311":
+        assert uses_c, "the full-API build has no Searcher"
+    for n in (1, 10, 64, 65, 200, 300, 1000):
+        want = r.by_array(queries[:5], n=n, ef_search=max(n, 40), threads=1)
+        for q, row in zip(queries[:5], want):
+            expected = list(row)
+            assert r.by_vec(q, n=n, ef_search=max(n, 40)) == expected
+            assert r.by_vec(q.tolist(), n=n, ef_search=max(n, 40)) == expected
+            assert len(expected) == min(n, 300)
+    strided = np.repeat(queries[0], 2)[::2]  # not C-contiguous: the general path
+    assert not strided.flags.c_contiguous
+    assert r.by_vec(strided, n=5) == r.by_vec(queries[0], n=5)
+    bad = queries[0].copy()
+    bad[3] = np.nan
+    with pytest.raises(hannoy.InvalidArgumentError, match="position 3"):
+        r.by_vec(bad, n=5)
+    r.close()
+    with pytest.raises(hannoy.ClosedError, match="closed"):
+        r.by_vec(queries[0], n=5)
+
+
+def test_searcher_arguments(make_db: Callable[..., hannoy.Database]) -> None:
+    module = _convert._fastconv
+    if module is None or not hasattr(module, "Searcher"):
+        pytest.skip("no Searcher in this build of hannoy._fastconv (abi3, or HANNOY_NO_FASTCONV)")
+    from hannoy import _ffi
+
+    address = int(_ffi.ffi().cast("uintptr_t", _ffi.lib().hannoy_reader_search_vec))
+    for bad in ((0, 3), (address, 0), (address, 2**32)):
+        with pytest.raises(ValueError):
+            module.Searcher(*bad)
+    db = make_db()
+    with db.writer(3) as w:
+        w.add_items([0, 1], np.eye(2, 3, dtype=np.float32))
+    r = db.reader()
+    search = module.Searcher(address, 3).search
+    handle = r._h.value
+    q = np.asarray([1.0, 0.0, 0.0], dtype=np.float32)
+    assert search(handle, q, 1, 10) == [(0, 0.0)]
+    assert search(handle, q.tobytes(), 5, 10) == [(0, 0.0), (1, 2.0)]
+    # not dims float32 values: None (by_vec takes its general path)
+    for other in (q[:2], np.zeros(4, dtype=np.float32), b"abc", None, 3.0, q[::2]):
+        assert search(handle, other, 1, 10) is None
+    for args in ((handle, q, 1), (handle, q, 1, 10, 0)):
+        with pytest.raises(TypeError):
+            search(*args)
+    for k, ef in ((0, 10), (1, 0), (2**32, 10), (-1, 10)):
+        with pytest.raises((ValueError, OverflowError)):
+            search(handle, q, k, ef)
+    with pytest.raises(TypeError):
+        search(handle, q, "1", 10)
+    # the library's refusals come back as (status, message), the message freed by the extension
+    nan = np.asarray([1.0, np.nan, 0.0], dtype=np.float32)
+    status, message = search(handle, nan, 1, 10)
+    assert status != 0 and "NaN" in message
+    status, message = search(12345, q, 1, 10)  # no such handle
+    assert status != 0 and message
+    refs = sys.getrefcount(q)
+    for _ in range(1000):
+        search(handle, q, 2, 10)
+    assert sys.getrefcount(q) == refs
+    r.close()
+    status, message = search(handle, q, 1, 10)
+    assert status != 0 and "closed" in message

@@ -383,7 +383,7 @@ def test_error_messages_match_the_array_path(
 
 
 def test_interrupt_inside_add_item(conversion: str, make_db: Callable[..., hannoy.Database]) -> None:
-    test_fastpath.test_interrupt_inside_add_item_keeps_the_writer_consistent(make_db)
+    test_fastpath.test_interrupt_inside_add_item_keeps_the_writer_consistent(make_db, "at once")
 
 
 def test_many_items_in_batches(conversion: str, make_db: Callable[..., hannoy.Database]) -> None:

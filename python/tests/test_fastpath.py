@@ -190,7 +190,7 @@ def test_item_ids_are_checked_first(make_db: Callable[..., hannoy.Database]) -> 
 
 
 def test_interrupt_inside_add_item_keeps_the_writer_consistent(
-    make_db: Callable[..., hannoy.Database],
+    make_db: Callable[..., hannoy.Database], batch_store: str
 ) -> None:
     class Interrupts:
         def __float__(self) -> float:
@@ -212,7 +212,19 @@ def test_interrupt_inside_add_item_keeps_the_writer_consistent(
 # -- pending and queued items behave like items added one by one ------------------------------
 
 
-def test_pending_items_are_seen_in_order(make_db: Callable[..., hannoy.Database]) -> None:
+@pytest.fixture(params=["at once", "queued"])
+def batch_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test with full batches stored at once (as for vectors under
+    _writer._QUEUE_BYTES) and queued to be stored in the background (as for larger ones)."""
+    from hannoy import _writer
+
+    monkeypatch.setattr(_writer, "_QUEUE_BYTES", 0 if request.param == "queued" else 1 << 62)
+    return request.param
+
+
+def test_pending_items_are_seen_in_order(
+    make_db: Callable[..., hannoy.Database], batch_store: str
+) -> None:
     db = make_db()
     n = 3 * _BATCH_ITEMS + 17  # full (queued) batches and a pending rest
     with db.writer(DIMS, m=4, ef=10) as w:
@@ -244,7 +256,7 @@ def test_pending_items_are_seen_in_order(make_db: Callable[..., hannoy.Database]
 
 
 def test_commit_without_build_and_abort_with_pending_items(
-    make_db: Callable[..., hannoy.Database],
+    make_db: Callable[..., hannoy.Database], batch_store: str
 ) -> None:
     db = make_db()
     w = db.writer(DIMS, m=4, ef=10)
@@ -293,7 +305,9 @@ def test_add_item_after_commit_is_closed(make_db: Callable[..., hannoy.Database]
         assert len(w2) == 1
 
 
-def test_add_item_from_other_threads(make_db: Callable[..., hannoy.Database]) -> None:
+def test_add_item_from_other_threads(
+    make_db: Callable[..., hannoy.Database], batch_store: str
+) -> None:
     db = make_db()
     w = db.writer(DIMS, m=4, ef=10)  # opened by this thread
     errors: List[BaseException] = []
@@ -328,7 +342,9 @@ def test_add_item_from_other_threads(make_db: Callable[..., hannoy.Database]) ->
             assert np.array_equal(r.item_vector(i), np.full(DIMS, float(i), dtype=np.float32))
 
 
-def test_a_full_map_is_reported_and_the_last_commit_survives(tmp_path: Path) -> None:
+def test_a_full_map_is_reported_and_the_last_commit_survives(
+    tmp_path: Path, batch_store: str
+) -> None:
     db = hannoy.Database(tmp_path / "db", Metric.EUCLIDEAN, env_size=1 << 20)
     with db.writer(DIMS, m=4, ef=10) as w:
         w.add_item(0, [1.0] * DIMS)
@@ -348,7 +364,9 @@ def test_a_full_map_is_reported_and_the_last_commit_survives(tmp_path: Path) -> 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
-def test_forked_child_cannot_add_items(make_db: Callable[..., hannoy.Database]) -> None:
+def test_forked_child_cannot_add_items(
+    make_db: Callable[..., hannoy.Database], batch_store: str
+) -> None:
     db = make_db()
     w = db.writer(DIMS)
     w.add_item(0, [1.0] * DIMS)  # pending in the parent

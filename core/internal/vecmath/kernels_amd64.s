@@ -45,29 +45,11 @@ TEXT ·squaredL2AVX2(SB), NOSPLIT, $0-52
 
 // func dotManyAVX2(q []byte, vs [][]byte, off int, out []float32)
 TEXT ·dotManyAVX2(SB), NOSPLIT, $0-80
-	MANY_ARGS(dotmanyavx2_pre, dotmanyavx2_predone)
-
-dotmanyavx2_loop:
-	MANY_NEXT(dotmanyavx2_done, dotmanyavx2_pf, dotmanyavx2_nopf, dotmanyavx2_long)
-	DOT_AVX2(dotmanyavx2_b0, dotmanyavx2_b1, dotmanyavx2_b2, dotmanyavx2_b3, dotmanyavx2_b4)
-	MANY_STORE(dotmanyavx2_loop)
-
-dotmanyavx2_done:
-	VZEROUPPER
-	RET
+	MANY_KERNEL(DOT_AVX2, dotmanyavx2_pre, dotmanyavx2_predone, dotmanyavx2_loop, dotmanyavx2_done, dotmanyavx2_pf, dotmanyavx2_nopf, dotmanyavx2_long, dotmanyavx2_b0, dotmanyavx2_b1, dotmanyavx2_b2, dotmanyavx2_b3, dotmanyavx2_b4)
 
 // func squaredL2ManyAVX2(q []byte, vs [][]byte, off int, out []float32)
 TEXT ·squaredL2ManyAVX2(SB), NOSPLIT, $0-80
-	MANY_ARGS(squaredl2manyavx2_pre, squaredl2manyavx2_predone)
-
-squaredl2manyavx2_loop:
-	MANY_NEXT(squaredl2manyavx2_done, squaredl2manyavx2_pf, squaredl2manyavx2_nopf, squaredl2manyavx2_long)
-	L2_AVX2(squaredl2manyavx2_b0, squaredl2manyavx2_b1, squaredl2manyavx2_b2, squaredl2manyavx2_b3, squaredl2manyavx2_b4)
-	MANY_STORE(squaredl2manyavx2_loop)
-
-squaredl2manyavx2_done:
-	VZEROUPPER
-	RET
+	MANY_KERNEL(L2_AVX2, squaredl2manyavx2_pre, squaredl2manyavx2_predone, squaredl2manyavx2_loop, squaredl2manyavx2_done, squaredl2manyavx2_pf, squaredl2manyavx2_nopf, squaredl2manyavx2_long, squaredl2manyavx2_b0, squaredl2manyavx2_b1, squaredl2manyavx2_b2, squaredl2manyavx2_b3, squaredl2manyavx2_b4)
 
 // func l1AVX2(a, b []byte) float32
 TEXT ·l1AVX2(SB), NOSPLIT, $0-52

@@ -32,7 +32,7 @@ TEXT ·dotAVX512(SB), NOSPLIT, $0-52
 	CMPQ DX, CX
 	CMOVQLT DX, CX
 	SHRQ $2, CX              // CX = number of whole floats
-	DOT_AVX512(dot512_loop32, dot512_block0, dot512_tail, dot512_reduce)
+	DOT_AVX512(dot512_loop32, dot512_block0, dot512_tail, dot512_reduce, dot512_unused)
 	VZEROUPPER
 	MOVSS X0, ret+48(FP)
 	RET
@@ -46,36 +46,18 @@ TEXT ·squaredL2AVX512(SB), NOSPLIT, $0-52
 	CMPQ DX, CX
 	CMOVQLT DX, CX
 	SHRQ $2, CX
-	L2_AVX512(l2_512_loop32, l2_512_block0, l2_512_tail, l2_512_reduce)
+	L2_AVX512(l2_512_loop32, l2_512_block0, l2_512_tail, l2_512_reduce, l2_512_unused)
 	VZEROUPPER
 	MOVSS X0, ret+48(FP)
 	RET
 
 // func dotManyAVX512(q []byte, vs [][]byte, off int, out []float32)
 TEXT ·dotManyAVX512(SB), NOSPLIT, $0-80
-	MANY_ARGS(dotmanyavx512_pre, dotmanyavx512_predone)
-
-dotmanyavx512_loop:
-	MANY_NEXT(dotmanyavx512_done, dotmanyavx512_pf, dotmanyavx512_nopf, dotmanyavx512_long)
-	DOT_AVX512(dotmanyavx512_b0, dotmanyavx512_b1, dotmanyavx512_b2, dotmanyavx512_b3)
-	MANY_STORE(dotmanyavx512_loop)
-
-dotmanyavx512_done:
-	VZEROUPPER
-	RET
+	MANY_KERNEL(DOT_AVX512, dotmanyavx512_pre, dotmanyavx512_predone, dotmanyavx512_loop, dotmanyavx512_done, dotmanyavx512_pf, dotmanyavx512_nopf, dotmanyavx512_long, dotmanyavx512_b0, dotmanyavx512_b1, dotmanyavx512_b2, dotmanyavx512_b3, dotmanyavx512_b4)
 
 // func squaredL2ManyAVX512(q []byte, vs [][]byte, off int, out []float32)
 TEXT ·squaredL2ManyAVX512(SB), NOSPLIT, $0-80
-	MANY_ARGS(squaredl2manyavx512_pre, squaredl2manyavx512_predone)
-
-squaredl2manyavx512_loop:
-	MANY_NEXT(squaredl2manyavx512_done, squaredl2manyavx512_pf, squaredl2manyavx512_nopf, squaredl2manyavx512_long)
-	L2_AVX512(squaredl2manyavx512_b0, squaredl2manyavx512_b1, squaredl2manyavx512_b2, squaredl2manyavx512_b3)
-	MANY_STORE(squaredl2manyavx512_loop)
-
-squaredl2manyavx512_done:
-	VZEROUPPER
-	RET
+	MANY_KERNEL(L2_AVX512, squaredl2manyavx512_pre, squaredl2manyavx512_predone, squaredl2manyavx512_loop, squaredl2manyavx512_done, squaredl2manyavx512_pf, squaredl2manyavx512_nopf, squaredl2manyavx512_long, squaredl2manyavx512_b0, squaredl2manyavx512_b1, squaredl2manyavx512_b2, squaredl2manyavx512_b3, squaredl2manyavx512_b4)
 
 // func l1AVX512(a, b []byte) float32
 TEXT ·l1AVX512(SB), NOSPLIT, $0-52

@@ -237,7 +237,9 @@ class Reader:
         # extension, where it can, calls the library itself (_convert.vector_searcher).
         self._fast = (
             self._h,
-            vector_searcher(int(ffi.cast("uintptr_t", lib.hannoy_reader_search_vec)), self._dimensions),
+            vector_searcher(
+                int(ffi.cast("uintptr_t", lib.hannoy_reader_search_vec)), self._dimensions
+            ),
             lib.hannoy_reader_search_vec,
             vector_packer(self._dimensions),
             ffi.from_buffer,

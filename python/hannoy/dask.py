@@ -788,14 +788,23 @@ def _shard_error(
     # the cause first: a cancelled task is most often the victim of a worker that died
     errors = sorted(errors, key=lambda se: _is_cancelled(se[1]))
     shard, e = errors[0]
-    where = what if shard < 0 else "the %s of shard %d of %s" % (what, shard, directory)
+    # Every shard whose worker died is named first: a worker may run several shards' tasks, and
+    # which of them Dask reports first is a matter of timing.
+    lead = [se for se in errors if _is_killed_worker(se[1])] if _is_killed_worker(e) else errors[:1]
+    rest = [se for se in errors if se not in lead]
+    if shard < 0:
+        where = what
+    elif len(lead) == 1:
+        where = "the %s of shard %d of %s" % (what, shard, directory)
+    else:
+        where = "the %s of shards %s of %s" % (what, ", ".join(str(s) for s, _ in lead), directory)
     more = ""
-    if len(errors) > 1:
-        more = " (shards %s failed too)" % ", ".join(str(s) for s, _ in errors[1:])
+    if rest:
+        more = " (shards %s failed too)" % ", ".join(str(s) for s, _ in rest)
     if _is_killed_worker(e):
         err: BaseException = WorkerLostError(
-            "the Dask worker running %s died (%s: %s; the worker's log says why)%s%s"
-            % (where, type(e).__name__, e, more, after)
+            "the Dask worker%s running %s died (%s: %s; the worker's log says why)%s%s"
+            % ("s" if len(lead) > 1 else "", where, type(e).__name__, e, more, after)
         )
     elif _is_cancelled(e):
         err = WorkerLostError(

@@ -52,9 +52,10 @@ _BATCH_BYTES = 1 << 20
 # Batches of vectors of at least this many bytes are stored in the background; smaller ones at
 # once. LMDB keeps a value this large on a page of its own (an overflow page), which costs
 # several times what the conversion does; a small one is cheaper to store than to hand over.
-# Measured here (add_item loops, 3 alternated runs): 50-d GloVe, stored at once 1.1-1.3 against
-# 1.4-1.5 us per call in the background; 784-d Fashion-MNIST, 8.5-9.0 against 8.1-10.2 us at
-# once, 7.6-8.0 against 10.8-17.4 us without the C conversion.
+# Measured here (add_item loops, alternated runs of each way): 50-d GloVe, 1.1-1.3 us per call
+# stored at once against 1.2-2.0 queued (7 pairs); 784-d Fashion-MNIST, 8.5-9.0 at once against
+# 8.1-10.2 queued (3 pairs), and without the C conversion 10.8-17.4 at once against 7.6-8.0
+# queued (2 pairs).
 _QUEUE_BYTES = 2048
 
 # Writers opened by each thread, for Database.commit_rw_txn() / abort_rw_txn().
